@@ -1,0 +1,189 @@
+//! The Avro contract in `schemas/`, compiled into the binary.
+//!
+//! Each record type has one `.avsc` file, one Kafka topic and one lake table.
+//! The schemas are parsed once; their Rabin (CRC-64-AVRO) fingerprints are the
+//! 8 bytes after the `C3 01` magic of single-object encoding, so a reader picks
+//! the schema from the message itself, without a registry.
+
+use std::sync::OnceLock;
+
+use apache_avro::{rabin::Rabin, Schema};
+
+/// One record type of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordType {
+    /// `DeviceHeartbeat`: the device answered a poll.
+    DeviceHeartbeat,
+    /// `DeviceStatus`: identity, state, supplies and trays.
+    DeviceStatus,
+    /// `UsageCounters`: cumulative marker counters.
+    UsageCounters,
+    /// `AlertEvent`: prtAlertTable row opened or cleared.
+    AlertEvent,
+    /// `JobRecord`: job metadata, 2D or 3D.
+    JobRecord,
+    /// `ConnectorHeartbeat`: the edge connector's own health.
+    ConnectorHeartbeat,
+    /// `MaintenanceAlert`: emitted by the alerter.
+    MaintenanceAlert,
+}
+
+/// A parsed schema with what the codec needs to find it again.
+#[derive(Debug)]
+pub struct CompiledSchema {
+    /// The record type it describes.
+    pub record_type: RecordType,
+    /// The parsed schema.
+    pub schema: Schema,
+    /// CRC-64-AVRO fingerprint of the canonical form, little-endian.
+    pub fingerprint: [u8; 8],
+    /// The `.avsc` text as shipped.
+    pub source: &'static str,
+}
+
+impl RecordType {
+    /// Every record type, in a stable order.
+    pub const ALL: [RecordType; 7] = [
+        RecordType::DeviceHeartbeat,
+        RecordType::DeviceStatus,
+        RecordType::UsageCounters,
+        RecordType::AlertEvent,
+        RecordType::JobRecord,
+        RecordType::ConnectorHeartbeat,
+        RecordType::MaintenanceAlert,
+    ];
+
+    /// Snake-case name: the `.avsc` file stem, the lake table, the topic suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordType::DeviceHeartbeat => "device_heartbeat",
+            RecordType::DeviceStatus => "device_status",
+            RecordType::UsageCounters => "usage_counters",
+            RecordType::AlertEvent => "alert_event",
+            RecordType::JobRecord => "job_record",
+            RecordType::ConnectorHeartbeat => "connector_heartbeat",
+            RecordType::MaintenanceAlert => "maintenance_alert",
+        }
+    }
+
+    /// Look a record type up by [`RecordType::name`].
+    pub fn from_name(name: &str) -> Option<RecordType> {
+        RecordType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The `.avsc` text.
+    pub fn source(self) -> &'static str {
+        match self {
+            RecordType::DeviceHeartbeat => include_str!("../../../schemas/device_heartbeat.avsc"),
+            RecordType::DeviceStatus => include_str!("../../../schemas/device_status.avsc"),
+            RecordType::UsageCounters => include_str!("../../../schemas/usage_counters.avsc"),
+            RecordType::AlertEvent => include_str!("../../../schemas/alert_event.avsc"),
+            RecordType::JobRecord => include_str!("../../../schemas/job_record.avsc"),
+            RecordType::ConnectorHeartbeat => {
+                include_str!("../../../schemas/connector_heartbeat.avsc")
+            }
+            RecordType::MaintenanceAlert => include_str!("../../../schemas/maintenance_alert.avsc"),
+        }
+    }
+
+    /// The compiled schema (parsed on first use).
+    pub fn compiled(self) -> &'static CompiledSchema {
+        &all_compiled()[self as usize]
+    }
+
+    /// The parsed schema.
+    pub fn schema(self) -> &'static Schema {
+        &self.compiled().schema
+    }
+
+    /// Find the record type whose fingerprint is `fp`.
+    pub fn from_fingerprint(fp: &[u8]) -> Option<RecordType> {
+        all_compiled()
+            .iter()
+            .find(|c| c.fingerprint == fp)
+            .map(|c| c.record_type)
+    }
+}
+
+impl std::fmt::Display for RecordType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn all_compiled() -> &'static [CompiledSchema] {
+    static COMPILED: OnceLock<Vec<CompiledSchema>> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        RecordType::ALL
+            .iter()
+            .map(|&t| {
+                // The schemas are part of the binary and covered by tests; a
+                // parse failure here is a build defect, not an input error.
+                let schema = Schema::parse_str(t.source())
+                    .unwrap_or_else(|e| panic!("schemas/{}.avsc is invalid: {e}", t.name()));
+                let fp = schema.fingerprint::<Rabin>();
+                let mut fingerprint = [0u8; 8];
+                fingerprint.copy_from_slice(&fp.bytes[..8]);
+                CompiledSchema {
+                    record_type: t,
+                    schema,
+                    fingerprint,
+                    source: t.source(),
+                }
+            })
+            .collect()
+    })
+}
+
+/// What the processor does with a field, from its `fleetpulse.privacy` attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrivacyAction {
+    /// Never written anywhere past the processor.
+    Drop,
+    /// Replaced by a keyed HMAC-SHA256 pseudonym; the key id is stored beside it.
+    Pseudonymize,
+    /// Coarsened: the `fleetpulse.generalize` attribute says how.
+    Generalize(Generalization),
+}
+
+/// How a `generalize` field is coarsened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generalization {
+    /// An IPv4 address becomes its /24 network (`192.0.2.0/24`); anything else becomes null.
+    Ipv4Slash24,
+    /// A free-text location becomes an ISO country code when one is recognisable, else null.
+    Country,
+    /// A timestamp is truncated to the hour.
+    Hour,
+}
+
+/// Attribute name marking a field's privacy treatment.
+pub const PRIVACY_ATTR: &str = "fleetpulse.privacy";
+/// Attribute name giving the method of a `generalize` field.
+pub const GENERALIZE_ATTR: &str = "fleetpulse.generalize";
+
+/// Read the privacy action of a field from its custom attributes.
+///
+/// Returns `Err` with a message when the attribute is present but not understood,
+/// so a typo in a schema fails a test instead of leaking a field.
+pub fn privacy_action(
+    attrs: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<Option<PrivacyAction>, String> {
+    let Some(v) = attrs.get(PRIVACY_ATTR) else {
+        return Ok(None);
+    };
+    match v.as_str() {
+        Some("drop") => Ok(Some(PrivacyAction::Drop)),
+        Some("pseudonymize") => Ok(Some(PrivacyAction::Pseudonymize)),
+        Some("generalize") => {
+            let how = attrs.get(GENERALIZE_ATTR).and_then(|v| v.as_str());
+            match how {
+                Some("ipv4_24") => Ok(Some(PrivacyAction::Generalize(Generalization::Ipv4Slash24))),
+                Some("country") => Ok(Some(PrivacyAction::Generalize(Generalization::Country))),
+                Some("hour") => Ok(Some(PrivacyAction::Generalize(Generalization::Hour))),
+                other => Err(format!("unknown {GENERALIZE_ATTR} value {other:?}")),
+            }
+        }
+        other => Err(format!("unknown {PRIVACY_ATTR} value {other:?}")),
+    }
+}
