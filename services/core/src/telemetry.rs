@@ -50,13 +50,14 @@ pub fn add(counter: &AtomicU64, metric: &'static str, n: u64) {
     metrics::counter!(metric).increment(n);
 }
 
-/// Install the log subscriber (`FLEETPULSE_LOG` or `RUST_LOG`, default `info`).
-pub fn init_logging() {
+/// Install the log subscriber: `FLEETPULSE_LOG` or `RUST_LOG` if set, else `default`
+/// (e.g. `"info,rdkafka=warn"`).
+pub fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("FLEETPULSE_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info,rdkafka=warn".into());
+        .unwrap_or_else(|| default.to_string());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Independent checks of what fleetpulse wrote, for the end-to-end tests.
+
+Nothing here imports fleetpulse code: Kafka is read with confluent-kafka,
+Avro single-object messages are decoded with fastavro from schemas/*.avsc,
+Parquet is read with DuckDB and pyarrow. Each subcommand prints one JSON
+object on stdout for the Rust test to assert on.
+"""
+import argparse
+import glob
+import hashlib
+import hmac
+import io
+import json
+import os
+import sys
+import time
+import uuid
+
+import fastavro
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RAW_TYPES = ["device_heartbeat", "device_status", "usage_counters", "alert_event",
+             "job_record", "connector_heartbeat"]
+
+
+def schemas():
+    """fingerprint bytes -> (name, parsed schema)"""
+    out = {}
+    for path in glob.glob(os.path.join(REPO, "schemas", "*.avsc")):
+        with open(path) as f:
+            parsed = fastavro.parse_schema(json.load(f))
+        canonical = fastavro.schema.to_parsing_canonical_form(parsed)
+        fp = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+        out[fp] = (os.path.basename(path)[:-5], parsed)
+    return out
+
+
+SCHEMAS = schemas()
+
+
+def decode(payload):
+    """Decode Avro single-object encoding with fastavro; returns (type name, record)."""
+    if payload is None or len(payload) < 10 or payload[:2] != b"\xc3\x01":
+        raise ValueError("not single-object encoded")
+    name, parsed = SCHEMAS[payload[2:10]]
+    buf = io.BytesIO(payload[10:])
+    rec = fastavro.schemaless_reader(buf, parsed)
+    if buf.read():
+        raise ValueError("trailing bytes")
+    return name, rec
+
+
+def consume_all(brokers, topics, idle=6.0, limit=180.0):
+    """Every message on `topics` from the beginning, until `idle` seconds pass without one."""
+    c = Consumer({
+        "bootstrap.servers": brokers,
+        "group.id": "fpcheck-" + uuid.uuid4().hex,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    c.subscribe(topics)
+    msgs = []
+    start = last = time.time()
+    while time.time() - last < idle and time.time() - start < limit:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            continue
+        msgs.append(m)
+        last = time.time()
+    c.close()
+    return msgs
+
+
+def cmd_raw(a):
+    topics = [f"{a.prefix}.raw.{t}" for t in RAW_TYPES]
+    exclude = set(a.exclude or [])
+    ids, devices, per_topic, bad = [], set(), {}, 0
+    for m in consume_all(a.brokers, topics):
+        if f"{m.topic()}:{m.partition()}:{m.offset()}" in exclude:
+            continue
+        try:
+            name, rec = decode(m.value())
+        except Exception:
+            bad += 1
+            continue
+        ids.append(rec["event_id"])
+        if name != "connector_heartbeat":
+            devices.add(rec["device_id"])
+        per_topic[name] = per_topic.get(name, 0) + 1
+    with open(a.ids_out, "w") as f:
+        json.dump(ids, f)
+    print(json.dumps({"count": len(ids), "distinct": len(set(ids)), "undecodable": bad,
+                      "per_type": per_topic, "device_ids": sorted(devices)}))
+
+
+def cmd_lake(a):
+    import duckdb
+    import pyarrow.parquet as pq
+    files = sorted(glob.glob(os.path.join(a.lake, "*", "date=*", "*.parquet")))
+    per_table = {}
+    for t in sorted({f.split(os.sep)[-3] for f in files}):
+        pattern = os.path.join(a.lake, t, "*", "*.parquet")
+        n, d = duckdb.sql(f"SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{pattern}')").fetchone()
+        arrow_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.split(os.sep)[-3] == t)
+        per_table[t] = {"rows": n, "distinct": d, "pyarrow_rows": arrow_rows}
+    lake_ids = []
+    if files:
+        pattern = os.path.join(a.lake, "*", "date=*", "*.parquet")
+        lake_ids = [r[0] for r in duckdb.sql(
+            f"SELECT event_id FROM read_parquet('{pattern}', union_by_name = true)").fetchall()]
+    out = {"files": len(files), "rows": len(lake_ids), "distinct": len(set(lake_ids)), "tables": per_table}
+    if a.ids:
+        with open(a.ids) as f:
+            raw = json.load(f)
+        out["missing"] = len(set(raw) - set(lake_ids))
+        out["extra"] = len(set(lake_ids) - set(raw))
+    if a.serials:
+        serials = [s for s in json.loads(a.serials) if s]
+        hits = []
+        for path in files:
+            with open(path, "rb") as f:
+                data = f.read()
+            hits += [f"{path}: {s}" for s in serials if s.encode() in data]
+        out["serial_hits"] = hits
+    print(json.dumps(out))
+
+
+def cmd_alerts(a):
+    alerts = []
+    for m in consume_all(a.brokers, [f"{a.prefix}.alerts.maintenance"], idle=4.0):
+        name, rec = decode(m.value())
+        assert name == "maintenance_alert", name
+        alerts.append({"key": (m.key() or b"").decode(errors="replace"), "kind": rec["kind"],
+                       "state": rec["state"], "device_id": rec["device_id"], "message": rec["message"]})
+    print(json.dumps({"count": len(alerts), "alerts": alerts[:20]}))
+
+
+def cmd_dlq(a):
+    out = []
+    for m in consume_all(a.brokers, [f"{a.prefix}.dlq"], idle=4.0):
+        h = {k: (v.decode(errors="replace") if v is not None else None) for k, v in (m.headers() or [])}
+        out.append(h)
+    print(json.dumps({"count": len(out), "records": out}))
+
+
+def sign(secret, connector_id, topic, key, batch, seq, ts, payload):
+    """Re-implementation of the connector signature (see services/core/src/signing.rs)."""
+    k = hmac.new(secret, b"fleetpulse-sign-v1|" + connector_id.encode(), hashlib.sha256).digest()
+    key_id = hashlib.sha256(k).digest()[:8].hex()
+    mac = hmac.new(k, digestmod=hashlib.sha256)
+    for part in (topic.encode(), key, batch.encode()):
+        mac.update(len(part).to_bytes(8, "big"))
+        mac.update(part)
+    mac.update(seq.to_bytes(8, "big"))
+    mac.update(ts.to_bytes(8, "big", signed=True))
+    mac.update(len(payload).to_bytes(8, "big"))
+    mac.update(payload)
+    return key_id, mac.hexdigest()
+
+
+def cmd_inject(a):
+    """Publish a record with a bad signature and a correctly signed record of the wrong schema."""
+    status_topic = f"{a.prefix}.raw.device_status"
+    hb_topic = f"{a.prefix}.raw.device_heartbeat"
+    sample = {}
+    for m in consume_all(a.brokers, [status_topic, hb_topic], idle=3.0, limit=30):
+        sample.setdefault(m.topic(), m)
+        if len(sample) == 2:
+            break
+    if len(sample) < 2:
+        print(json.dumps({"error": "no sample records yet"}))
+        sys.exit(1)
+    secret = a.secret.encode()
+    delivered = []
+
+    def on_delivery(err, msg):
+        if err is None:
+            delivered.append(f"{msg.topic()}:{msg.partition()}:{msg.offset()}")
+
+    p = Producer({"bootstrap.servers": a.brokers})
+    ts = int(time.time() * 1000)
+    # 1. A status record whose signature does not match (one hex digit changed).
+    st = sample[status_topic]
+    key = st.key()
+    key_id, sig = sign(secret, a.connector, status_topic, key, "inject-1", 1, ts, st.value())
+    bad_sig = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+    headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", "inject-1"),
+               ("fp-seq", "1"), ("fp-ts", str(ts)), ("fp-sig", bad_sig)]
+    p.produce(status_topic, key=key, value=st.value(), headers=headers, on_delivery=on_delivery)
+    # 2. A heartbeat payload, correctly signed, on the device_status topic.
+    hb = sample[hb_topic]
+    key_id, sig = sign(secret, a.connector, status_topic, key, "inject-2", 2, ts, hb.value())
+    headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", "inject-2"),
+               ("fp-seq", "2"), ("fp-ts", str(ts)), ("fp-sig", sig)]
+    p.produce(status_topic, key=key, value=hb.value(), headers=headers, on_delivery=on_delivery)
+    p.flush(30)
+    print(json.dumps({"injected": delivered}))
+
+
+def cmd_decode_files(a):
+    """Decode every *.avro1 file (one single-object message each) in a folder."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(a.dir, "*.avro1"))):
+        with open(path, "rb") as f:
+            name, rec = decode(f.read())
+        out[os.path.basename(path)] = {"type": name, "record": rec}
+    print(json.dumps(out, default=str))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("raw")
+    r.add_argument("--brokers", required=True)
+    r.add_argument("--prefix", required=True)
+    r.add_argument("--ids-out", required=True)
+    r.add_argument("--exclude", nargs="*")
+    r.set_defaults(f=cmd_raw)
+    l = sub.add_parser("lake")
+    l.add_argument("--lake", required=True)
+    l.add_argument("--ids")
+    l.add_argument("--serials")
+    l.set_defaults(f=cmd_lake)
+    for name, f in (("alerts", cmd_alerts), ("dlq", cmd_dlq)):
+        s = sub.add_parser(name)
+        s.add_argument("--brokers", required=True)
+        s.add_argument("--prefix", required=True)
+        s.set_defaults(f=f)
+    i = sub.add_parser("inject")
+    i.add_argument("--brokers", required=True)
+    i.add_argument("--prefix", required=True)
+    i.add_argument("--secret", required=True)
+    i.add_argument("--connector", required=True)
+    i.set_defaults(f=cmd_inject)
+    d = sub.add_parser("decode-files")
+    d.add_argument("dir")
+    d.set_defaults(f=cmd_decode_files)
+    a = ap.parse_args()
+    a.f(a)
+
+
+if __name__ == "__main__":
+    main()
