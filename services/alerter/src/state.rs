@@ -1,0 +1,631 @@
+//! The alerter's memory and its state machine: which conditions hold, which
+//! alerts are open, and which `MaintenanceAlert`s a new input causes.
+//!
+//! Pure: the wall clock is passed in as `now_ms`, so every transition is
+//! tested without Kafka and without sleeping. Each alert key is either open
+//! or not; `raised` is published only on the closed → open edge and
+//! `cleared` only on the open → closed edge, so a condition that holds for a
+//! week produces one alert, not one per poll.
+
+use std::collections::{HashMap, HashSet};
+
+use fleetpulse_core::records::{
+    DeviceHeartbeat, DeviceStatus, MaintenanceAlert, MaintenanceKind, MaintenanceSeverity,
+    MaintenanceState, Supply, SCHEMA_VERSION,
+};
+
+use crate::config::AlerterConfig;
+use crate::forecast::{Forecast, ForecastParams, Observed, SupplyHistory};
+use crate::tail::utc;
+
+/// Hysteresis: an open depletion alert clears only once the forecast is at
+/// least this factor above the threshold, so an estimate wobbling around
+/// the threshold does not flap.
+const CLEAR_FACTOR: f64 = 1.2;
+
+/// Remaining capacity (percent) at or below which a depletion is critical.
+const CRITICAL_REMAINING_PCT: f64 = 2.0;
+
+/// The alerting rules, from the config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Rules {
+    /// Forecast parameters.
+    pub(crate) forecast: ForecastParams,
+    /// `depletion_threshold` in days.
+    pub(crate) threshold_days: f64,
+    /// `heartbeat_interval × silent_after_intervals`, milliseconds.
+    pub(crate) silent_after_ms: i64,
+}
+
+impl Rules {
+    /// The rules a config describes.
+    pub(crate) fn from_config(c: &AlerterConfig) -> Self {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Rules {
+            forecast: ForecastParams {
+                window_ms: ms(c.history_window),
+                min_points: c.min_points,
+                min_span_ms: ms(c.min_history_span),
+                replacement_jump_pct: c.replacement_jump_pct,
+            },
+            threshold_days: c.depletion_threshold.as_secs_f64() / 86_400.0,
+            silent_after_ms: ms(c.silent_after()),
+        }
+    }
+}
+
+/// The set of alert keys currently raised.
+#[derive(Debug, Default)]
+pub(crate) struct OpenAlerts {
+    keys: HashSet<String>,
+}
+
+impl OpenAlerts {
+    /// Open `key`; true when it was not open (a `raised` must be published).
+    pub(crate) fn raise(&mut self, key: &str) -> bool {
+        self.keys.insert(key.to_string())
+    }
+
+    /// Close `key`; true when it was open (a `cleared` must be published).
+    pub(crate) fn clear(&mut self, key: &str) -> bool {
+        self.keys.remove(key)
+    }
+
+    /// Whether `key` is open.
+    #[cfg(test)]
+    pub(crate) fn is_open(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Number of open alerts.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Replay an alert read back from the alert topic (restart recovery).
+    pub(crate) fn replay(&mut self, alert: &MaintenanceAlert) {
+        match alert.state {
+            MaintenanceState::Raised => self.keys.insert(alert.alert_key.clone()),
+            MaintenanceState::Cleared => self.keys.remove(&alert.alert_key),
+        };
+    }
+}
+
+/// The alert key of a consumable.
+pub(crate) fn depletion_key(device_id: &str, supply_index: i32) -> String {
+    format!("{device_id}/consumable_depletion/{supply_index}")
+}
+
+/// The alert key of a silent device.
+pub(crate) fn silent_key(device_id: &str) -> String {
+    format!("{device_id}/device_silent")
+}
+
+/// The last heartbeat of a device.
+#[derive(Debug, Clone)]
+struct LastHeartbeat {
+    /// Wall-clock time the alerter received it (silence is measured on this:
+    /// event time stops when the edge stops, so only the receiver's clock
+    /// can tell that nothing arrives).
+    received_ms: i64,
+    /// When the edge observed the device (shown in messages).
+    observed_at: i64,
+    tenant_id: String,
+    connector_id: String,
+}
+
+/// Who an alert is about: copied from the record that caused it.
+struct Source<'a> {
+    tenant_id: &'a str,
+    connector_id: &'a str,
+    device_id: &'a str,
+}
+
+/// Per-device memory and the open alerts.
+#[derive(Debug)]
+pub(crate) struct Monitor {
+    rules: Rules,
+    supplies: HashMap<(String, i32), SupplyHistory>,
+    heartbeats: HashMap<String, LastHeartbeat>,
+    open: OpenAlerts,
+}
+
+impl Monitor {
+    /// Empty memory.
+    pub(crate) fn new(rules: Rules) -> Self {
+        Monitor {
+            rules,
+            supplies: HashMap::new(),
+            heartbeats: HashMap::new(),
+            open: OpenAlerts::default(),
+        }
+    }
+
+    /// The open alerts (to restore them at start).
+    pub(crate) fn open_alerts_mut(&mut self) -> &mut OpenAlerts {
+        &mut self.open
+    }
+
+    /// Number of open alerts.
+    pub(crate) fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Feed a status poll; returns the alerts it causes.
+    pub(crate) fn on_status(
+        &mut self,
+        status: &DeviceStatus,
+        now_ms: i64,
+    ) -> Vec<MaintenanceAlert> {
+        let src = Source {
+            tenant_id: &status.tenant_id,
+            connector_id: &status.connector_id,
+            device_id: &status.device_id,
+        };
+        let mut out = Vec::new();
+        for supply in &status.supplies {
+            let Some(level) = supply.percent.filter(|p| p.is_finite()) else {
+                continue;
+            };
+            let level = level.clamp(0.0, 100.0);
+            let waste = supply.supply_type.is_waste();
+            let hist = self
+                .supplies
+                .entry((status.device_id.clone(), supply.index))
+                .or_insert_with(|| SupplyHistory::new(waste));
+            if hist.is_waste() != waste {
+                // A different kind of supply now sits at this index.
+                *hist = SupplyHistory::new(waste);
+            }
+            let key = depletion_key(&status.device_id, supply.index);
+            match hist.observe(status.observed_at, level, &self.rules.forecast) {
+                Observed::Stale => continue,
+                Observed::Replaced => {
+                    if self.open.clear(&key) {
+                        let msg = if waste {
+                            format!("{} was emptied, now {level:.1}% full", label(supply))
+                        } else {
+                            format!("{} was replaced, level now {level:.1}%", label(supply))
+                        };
+                        out.push(depletion_alert(
+                            &src,
+                            now_ms,
+                            supply,
+                            MaintenanceState::Cleared,
+                            MaintenanceSeverity::Info,
+                            level,
+                            None,
+                            msg,
+                        ));
+                    }
+                    continue;
+                }
+                Observed::Recorded => {}
+            }
+            let threshold = self.rules.threshold_days;
+            match hist.forecast(&self.rules.forecast) {
+                Forecast::NotEnoughData => {}
+                Forecast::Depleting { days, .. } if days < threshold => {
+                    if self.open.raise(&key) {
+                        let remaining = if waste { 100.0 - level } else { level };
+                        let severity = if days < 1.0 || remaining <= CRITICAL_REMAINING_PCT {
+                            MaintenanceSeverity::Critical
+                        } else {
+                            MaintenanceSeverity::Warning
+                        };
+                        let msg = if waste {
+                            format!(
+                                "{} at {level:.1}% full will be full in {days:.1} days",
+                                label(supply)
+                            )
+                        } else {
+                            format!(
+                                "{} at {level:.1}% will be empty in {days:.1} days",
+                                label(supply)
+                            )
+                        };
+                        out.push(depletion_alert(
+                            &src,
+                            now_ms,
+                            supply,
+                            MaintenanceState::Raised,
+                            severity,
+                            level,
+                            Some(days),
+                            msg,
+                        ));
+                    }
+                }
+                Forecast::Depleting { days, .. } if days >= threshold * CLEAR_FACTOR => {
+                    if self.open.clear(&key) {
+                        let msg = format!(
+                            "{} at {level:.1}% is no longer forecast to run out soon ({days:.1} days left)",
+                            label(supply)
+                        );
+                        out.push(depletion_alert(
+                            &src,
+                            now_ms,
+                            supply,
+                            MaintenanceState::Cleared,
+                            MaintenanceSeverity::Info,
+                            level,
+                            Some(days),
+                            msg,
+                        ));
+                    }
+                }
+                // Between threshold and threshold × 1.2: keep whatever state holds.
+                Forecast::Depleting { .. } => {}
+                Forecast::NotDepleting => {
+                    if self.open.clear(&key) {
+                        let msg = format!(
+                            "{} at {level:.1}% is no longer being used up",
+                            label(supply)
+                        );
+                        out.push(depletion_alert(
+                            &src,
+                            now_ms,
+                            supply,
+                            MaintenanceState::Cleared,
+                            MaintenanceSeverity::Info,
+                            level,
+                            None,
+                            msg,
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Feed a heartbeat received at wall-clock `now_ms`; a silent device that
+    /// speaks again clears its alert.
+    pub(crate) fn on_heartbeat(
+        &mut self,
+        hb: &DeviceHeartbeat,
+        now_ms: i64,
+    ) -> Option<MaintenanceAlert> {
+        let previous = self.heartbeats.insert(
+            hb.device_id.clone(),
+            LastHeartbeat {
+                received_ms: now_ms,
+                observed_at: hb.observed_at,
+                tenant_id: hb.tenant_id.clone(),
+                connector_id: hb.connector_id.clone(),
+            },
+        );
+        let key = silent_key(&hb.device_id);
+        if !self.open.clear(&key) {
+            return None;
+        }
+        // After a restart the previous receipt is unknown; the gap is then unknown too.
+        let silent_for_s = previous.map(|p| (now_ms - p.received_ms).max(0) / 1000);
+        let msg = match silent_for_s {
+            Some(s) => format!(
+                "Device {} is answering again after {s} s of silence",
+                hb.device_id
+            ),
+            None => format!("Device {} is answering again", hb.device_id),
+        };
+        let src = Source {
+            tenant_id: &hb.tenant_id,
+            connector_id: &hb.connector_id,
+            device_id: &hb.device_id,
+        };
+        let mut a = base_alert(
+            &src,
+            now_ms,
+            key,
+            MaintenanceKind::DeviceSilent,
+            MaintenanceState::Cleared,
+            MaintenanceSeverity::Info,
+            msg,
+        );
+        a.silent_for_s = silent_for_s;
+        Some(a)
+    }
+
+    /// Check every known device for silence at wall-clock `now_ms`.
+    pub(crate) fn tick(&mut self, now_ms: i64) -> Vec<MaintenanceAlert> {
+        let mut silent: Vec<(&String, &LastHeartbeat)> = self
+            .heartbeats
+            .iter()
+            .filter(|(_, hb)| now_ms - hb.received_ms > self.rules.silent_after_ms)
+            .collect();
+        silent.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::new();
+        for (device_id, hb) in silent {
+            let key = silent_key(device_id);
+            if !self.open.raise(&key) {
+                continue;
+            }
+            let silent_for_s = (now_ms - hb.received_ms) / 1000;
+            let msg = format!(
+                "Device {device_id} has sent no heartbeat for {silent_for_s} s (last observed at {})",
+                utc(hb.observed_at)
+            );
+            let src = Source {
+                tenant_id: &hb.tenant_id,
+                connector_id: &hb.connector_id,
+                device_id,
+            };
+            let mut a = base_alert(
+                &src,
+                now_ms,
+                key,
+                MaintenanceKind::DeviceSilent,
+                MaintenanceState::Raised,
+                MaintenanceSeverity::Critical,
+                msg,
+            );
+            a.silent_for_s = Some(silent_for_s);
+            out.push(a);
+        }
+        out
+    }
+}
+
+/// "Black Cartridge HP CF410A (supply 1)".
+fn label(supply: &Supply) -> String {
+    let desc = supply.description.trim();
+    if desc.is_empty() {
+        format!("Supply {}", supply.index)
+    } else {
+        format!("{desc} (supply {})", supply.index)
+    }
+}
+
+fn base_alert(
+    src: &Source<'_>,
+    now_ms: i64,
+    alert_key: String,
+    kind: MaintenanceKind,
+    state: MaintenanceState,
+    severity: MaintenanceSeverity,
+    message: String,
+) -> MaintenanceAlert {
+    MaintenanceAlert {
+        event_id: fleetpulse_core::new_event_id(),
+        tenant_id: src.tenant_id.to_string(),
+        connector_id: src.connector_id.to_string(),
+        device_id: src.device_id.to_string(),
+        observed_at: now_ms,
+        schema_version: SCHEMA_VERSION,
+        alert_key,
+        kind,
+        state,
+        severity,
+        supply_index: None,
+        supply_description: None,
+        level_percent: None,
+        days_to_empty: None,
+        silent_for_s: None,
+        message,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn depletion_alert(
+    src: &Source<'_>,
+    now_ms: i64,
+    supply: &Supply,
+    state: MaintenanceState,
+    severity: MaintenanceSeverity,
+    level: f64,
+    days: Option<f64>,
+    message: String,
+) -> MaintenanceAlert {
+    let key = depletion_key(src.device_id, supply.index);
+    let mut a = base_alert(
+        src,
+        now_ms,
+        key,
+        MaintenanceKind::ConsumableDepletion,
+        state,
+        severity,
+        message,
+    );
+    a.supply_index = Some(supply.index);
+    a.supply_description = Some(supply.description.clone());
+    a.level_percent = Some(level);
+    a.days_to_empty = days;
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetpulse_core::records::SupplyType;
+    use fleetpulse_core::samples;
+
+    const H: i64 = 3_600_000;
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn monitor() -> Monitor {
+        let c = AlerterConfig {
+            heartbeat_interval: std::time::Duration::from_millis(1000),
+            check_interval: std::time::Duration::from_millis(100),
+            ..AlerterConfig::default()
+        };
+        Monitor::new(Rules::from_config(&c))
+    }
+
+    /// A status of SN-1 with one toner at `level` observed at hour `h`.
+    fn status(h: i64, level: f64) -> DeviceStatus {
+        let mut s = samples::device_status("SN-1");
+        s.observed_at = h * H;
+        s.supplies.truncate(1);
+        s.supplies[0].percent = Some(level);
+        s
+    }
+
+    fn heartbeat(device: &str) -> DeviceHeartbeat {
+        samples::device_heartbeat(device)
+    }
+
+    #[test]
+    fn open_alerts_raise_once_clear_once() {
+        let mut o = OpenAlerts::default();
+        assert!(o.raise("k"));
+        assert!(!o.raise("k"), "raising an open alert again is a no-op");
+        assert!(o.is_open("k"));
+        assert!(o.clear("k"));
+        assert!(!o.clear("k"), "clearing a closed alert is a no-op");
+        assert!(o.raise("k"), "re-raise after clear");
+    }
+
+    #[test]
+    fn depletion_raises_once_then_clears_on_replacement_and_re_raises() {
+        let mut m = monitor();
+        let mut raised = Vec::new();
+        // Drains 2 points per 6 hours = 8/day; from ~40% that is ~5 days: below 7d.
+        for (i, level) in [41.0, 39.0, 37.0, 35.0, 33.0, 31.0].into_iter().enumerate() {
+            raised.extend(m.on_status(&status(6 * i as i64, level), NOW));
+        }
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        let a = &raised[0];
+        assert_eq!(a.kind, MaintenanceKind::ConsumableDepletion);
+        assert_eq!(a.state, MaintenanceState::Raised);
+        assert_eq!(a.severity, MaintenanceSeverity::Warning);
+        assert_eq!(a.alert_key, "SN-1/consumable_depletion/1");
+        assert_eq!(a.supply_index, Some(1));
+        assert_eq!(a.tenant_id, "tenant-a");
+        assert_eq!(a.observed_at, NOW);
+        // 4th reading: 35% at 8/day → 4.375 days.
+        assert!((a.days_to_empty.unwrap() - 4.375).abs() < 1e-9, "{a:?}");
+        assert_eq!(
+            a.message,
+            "Black Cartridge HP CF410A (supply 1) at 35.0% will be empty in 4.4 days"
+        );
+
+        let cleared = m.on_status(&status(40, 100.0), NOW);
+        assert_eq!(cleared.len(), 1);
+        assert_eq!(cleared[0].state, MaintenanceState::Cleared);
+        assert_eq!(cleared[0].alert_key, a.alert_key);
+        assert_eq!(m.open_count(), 0);
+
+        let mut again = Vec::new();
+        for (i, level) in [92.0, 70.0, 48.0, 26.0].into_iter().enumerate() {
+            again.extend(m.on_status(&status(40 + 6 * (i as i64 + 1), level), NOW));
+        }
+        assert_eq!(again.len(), 1, "re-raised after clear: {again:?}");
+        assert_eq!(again[0].state, MaintenanceState::Raised);
+        assert_eq!(
+            again[0].severity,
+            MaintenanceSeverity::Critical,
+            "48% at ~71/day is < 1 day"
+        );
+    }
+
+    #[test]
+    fn depletion_clears_with_hysteresis_only() {
+        let mut m = monitor();
+        // 8/day from 46%: at the 4th reading 40% → 5 days → raised.
+        for (i, level) in [46.0, 44.0, 42.0, 40.0].into_iter().enumerate() {
+            m.on_status(&status(6 * i as i64, level), NOW);
+        }
+        assert_eq!(m.open_count(), 1);
+        // Flat for a day: the slope shrinks; once the estimate passes 8.4 days it clears.
+        let mut cleared = Vec::new();
+        let mut h = 18;
+        while cleared.is_empty() && h < 200 {
+            h += 6;
+            let out = m.on_status(&status(h, 40.0), NOW);
+            for a in &out {
+                if let Some(d) = a.days_to_empty {
+                    assert!(d >= 7.0 * 1.2, "cleared inside the hysteresis band: {d}");
+                }
+            }
+            cleared.extend(out);
+        }
+        assert_eq!(cleared.len(), 1);
+        assert_eq!(cleared[0].state, MaintenanceState::Cleared);
+    }
+
+    #[test]
+    fn waste_box_filling_raises() {
+        let mut m = monitor();
+        let mut out = Vec::new();
+        for (i, level) in [80.0, 84.0, 88.0, 92.0].into_iter().enumerate() {
+            let mut s = status(6 * i as i64, level);
+            s.supplies[0].supply_type = SupplyType::WasteToner;
+            s.supplies[0].description = "Waste Toner Box".into();
+            out.extend(m.on_status(&s, NOW));
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].message,
+            "Waste Toner Box (supply 1) at 92.0% full will be full in 0.5 days"
+        );
+        assert_eq!(out[0].severity, MaintenanceSeverity::Critical);
+    }
+
+    #[test]
+    fn supplies_without_percent_are_skipped() {
+        let mut m = monitor();
+        for i in 0..6 {
+            let mut s = status(6 * i, 10.0 - i as f64);
+            s.supplies[0].percent = None;
+            assert!(m.on_status(&s, NOW).is_empty());
+        }
+        assert_eq!(m.open_count(), 0);
+    }
+
+    #[test]
+    fn silence_raises_once_and_clears_on_heartbeat() {
+        let mut m = monitor(); // silent after 3 × 1000 ms
+        assert!(m.on_heartbeat(&heartbeat("SN-1"), NOW).is_none());
+        assert!(m.on_heartbeat(&heartbeat("SN-2"), NOW).is_none());
+        assert!(
+            m.tick(NOW + 3000).is_empty(),
+            "exactly 3 intervals is not yet silent"
+        );
+        m.on_heartbeat(&heartbeat("SN-2"), NOW + 2500);
+
+        let raised = m.tick(NOW + 3001);
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert_eq!(raised[0].device_id, "SN-1");
+        assert_eq!(raised[0].kind, MaintenanceKind::DeviceSilent);
+        assert_eq!(raised[0].severity, MaintenanceSeverity::Critical);
+        assert_eq!(raised[0].alert_key, "SN-1/device_silent");
+        assert_eq!(raised[0].silent_for_s, Some(3));
+        assert!(
+            m.tick(NOW + 9000).iter().all(|a| a.device_id != "SN-1"),
+            "raised once"
+        );
+
+        let cleared = m
+            .on_heartbeat(&heartbeat("SN-1"), NOW + 10_000)
+            .expect("cleared");
+        assert_eq!(cleared.state, MaintenanceState::Cleared);
+        assert_eq!(cleared.alert_key, "SN-1/device_silent");
+        assert_eq!(cleared.silent_for_s, Some(10));
+        assert!(m.on_heartbeat(&heartbeat("SN-1"), NOW + 10_500).is_none());
+
+        let again = m.tick(NOW + 20_000);
+        assert!(
+            again
+                .iter()
+                .any(|a| a.device_id == "SN-1" && a.state == MaintenanceState::Raised),
+            "re-raised after clear"
+        );
+    }
+
+    #[test]
+    fn replayed_open_alerts_are_not_raised_again_but_can_clear() {
+        let mut m = monitor();
+        let mut restored = samples::maintenance_alert("SN-1");
+        restored.alert_key = silent_key("SN-1");
+        restored.state = MaintenanceState::Raised;
+        m.open_alerts_mut().replay(&restored);
+        let cleared = m
+            .on_heartbeat(&heartbeat("SN-1"), NOW)
+            .expect("clears the restored alert");
+        assert_eq!(cleared.silent_for_s, None);
+
+        restored.state = MaintenanceState::Cleared;
+        m.open_alerts_mut().replay(&restored);
+        assert_eq!(m.open_count(), 0);
+    }
+}
