@@ -1,0 +1,192 @@
+//! Polling one device into a [`DeviceSnapshot`].
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use fleetpulse_core::records::{InputTray, MarkerCounter, Supply};
+use serde::Serialize;
+
+use crate::alerts::AlertRow;
+use crate::mapping::{self, oids, Identity, MibData, Status};
+use crate::snmp::{oid, split_host_port, DeviceTarget, SnmpClient, SnmpError, SnmpOptions};
+
+/// The normalised view of one poll: what `fleetpulse poll` prints and what
+/// the edge turns into records.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceSnapshot {
+    /// Address as configured (`host[:port]`).
+    pub address: String,
+    /// IP address polled.
+    pub ip_address: String,
+    /// Poll start, ms since the epoch.
+    pub polled_at: i64,
+    /// Wall time of the whole poll (all requests), ms.
+    pub response_ms: u32,
+    /// Who the device is.
+    pub identity: Identity,
+    /// Device and printer state.
+    pub status: Status,
+    /// prtMarkerSuppliesTable (raw level and capacity, special values, percent).
+    pub supplies: Vec<Supply>,
+    /// prtInputTable.
+    pub trays: Vec<InputTray>,
+    /// prtMarkerTable counters.
+    pub counters: Vec<MarkerCounter>,
+    /// Open prtAlertTable rows.
+    pub alerts: Vec<AlertRow>,
+}
+
+/// Why a device poll failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The address is not `host[:port]` or does not resolve.
+    #[error("cannot resolve {address}: {reason}")]
+    Resolve {
+        /// Address as configured.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// An SNMP exchange failed.
+    #[error("{address}: {source}")]
+    Snmp {
+        /// Address as configured.
+        address: String,
+        /// The SNMP failure.
+        #[source]
+        source: SnmpError,
+    },
+    /// The whole poll took longer than `snmp.poll_deadline`.
+    #[error("{address}: poll exceeded its deadline of {deadline:?}")]
+    Deadline {
+        /// Address as configured.
+        address: String,
+        /// The deadline.
+        deadline: std::time::Duration,
+    },
+}
+
+impl PollError {
+    /// Whether polling again later may succeed (timeouts, DNS, socket errors).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            PollError::Resolve { .. } | PollError::Deadline { .. } => true,
+            PollError::Snmp { source, .. } => source.is_retriable(),
+        }
+    }
+
+    /// A short, stable class for metrics and logs.
+    pub fn class(&self) -> &'static str {
+        match self {
+            PollError::Resolve { .. } => "resolve",
+            PollError::Deadline { .. } => "deadline",
+            PollError::Snmp { source, .. } => source.class(),
+        }
+    }
+
+    /// The undecodable datagram, when the device sent one.
+    pub fn raw_response(&self) -> Option<&[u8]> {
+        match self {
+            PollError::Snmp {
+                source: SnmpError::Decode { raw, .. },
+                ..
+            } => Some(raw),
+            _ => None,
+        }
+    }
+
+    /// Whether the device did not answer at all (as opposed to answering badly).
+    pub fn is_silence(&self) -> bool {
+        matches!(
+            self,
+            PollError::Deadline { .. }
+                | PollError::Snmp {
+                    source: SnmpError::Timeout { .. },
+                    ..
+                }
+        )
+    }
+}
+
+/// Resolve `host[:port]` (port 161 by default) to a socket address.
+pub async fn resolve(address: &str) -> Result<SocketAddr, PollError> {
+    let bad = |reason: String| PollError::Resolve {
+        address: address.to_string(),
+        reason,
+    };
+    let (host, port) = split_host_port(address).map_err(bad)?;
+    let mut addrs = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    addrs.next().ok_or_else(|| bad("no addresses".into()))
+}
+
+/// Poll one device: identity, status, supplies, trays, counters and alerts.
+///
+/// Bounded by `opts.poll_deadline` overall, whatever the agent does.
+pub async fn poll_device(
+    target: &DeviceTarget,
+    opts: &SnmpOptions,
+) -> Result<DeviceSnapshot, PollError> {
+    match tokio::time::timeout(opts.poll_deadline, poll_inner(target, opts)).await {
+        Ok(r) => r,
+        Err(_) => Err(PollError::Deadline {
+            address: target.address.clone(),
+            deadline: opts.poll_deadline,
+        }),
+    }
+}
+
+async fn poll_inner(
+    target: &DeviceTarget,
+    opts: &SnmpOptions,
+) -> Result<DeviceSnapshot, PollError> {
+    let peer = resolve(&target.address).await?;
+    let polled_at = fleetpulse_core::now_millis();
+    let started = Instant::now();
+    let snmp_err = |source: SnmpError| PollError::Snmp {
+        address: target.address.clone(),
+        source,
+    };
+    let mut client = SnmpClient::connect(peer, &target.community, opts)
+        .await
+        .map_err(snmp_err)?;
+    let mut data = MibData::default();
+    let scalars: Vec<_> = oids::SCALARS.iter().map(|a| oid(a)).collect();
+    data.extend(client.get(&scalars).await.map_err(snmp_err)?);
+    for table in oids::TABLES {
+        data.extend(client.walk(&oid(table)).await.map_err(snmp_err)?);
+    }
+    let response_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+    Ok(snapshot_from(
+        target,
+        &peer.ip().to_string(),
+        polled_at,
+        response_ms,
+        &data,
+    ))
+}
+
+/// Build a snapshot from what a poll read.
+pub(crate) fn snapshot_from(
+    target: &DeviceTarget,
+    ip: &str,
+    polled_at: i64,
+    response_ms: u32,
+    data: &MibData,
+) -> DeviceSnapshot {
+    let identity = mapping::identity(data, ip);
+    let status = mapping::status(data, identity.printer_device_index);
+    DeviceSnapshot {
+        address: target.address.clone(),
+        ip_address: ip.to_string(),
+        polled_at,
+        response_ms,
+        status,
+        supplies: mapping::supplies(data),
+        trays: mapping::trays(data),
+        counters: mapping::counters(data),
+        alerts: mapping::alerts(data),
+        identity,
+    }
+}
