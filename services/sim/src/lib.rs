@@ -1,1 +1,217 @@
-//! fleetpulse sim
+//! A simulated printer fleet: one real SNMP agent per printer.
+//!
+//! Why a simulator and not canned responses: the edge connector has to cope
+//! with what real printers do on the wire — GETBULK walks that end in
+//! `endOfMibView`, Printer-MIB special values (−2 unknown, −3 some remaining),
+//! alert rows that appear and vanish, devices that stop answering, wrong
+//! communities, garbage datagrams. So every simulated printer is a genuine
+//! SNMPv2c agent (v1 GET/GETNEXT too) on its own UDP port, serving the
+//! RFC 1213, RFC 2790 (Host Resources) and RFC 3805 (Printer-MIB) objects
+//! that the edge reads, with BER handled by the maintained `rasn-snmp` crate.
+//!
+//! Why deterministic: a demo or a failing test must be reproducible. Each
+//! printer's identity and history come from ChaCha streams keyed by
+//! `(seed, index)`, and state advances in whole sim minutes, so the MIB at a
+//! sim step is a pure function of `(seed, index, step)` ([`mib_at`]). Wall
+//! time only selects the step: `sim time = wall elapsed × acceleration`
+//! (default 60, one wall second per sim minute), which makes toner drain,
+//! jams and empty trays visible within minutes of a demo.
+//!
+//! Entry points: [`run`] for `fleetpulse sim` (serves until shutdown) and
+//! [`start`] for embedding (`fleetpulse up`, tests), which returns the bound
+//! addresses at once.
+
+mod agent;
+mod config;
+mod mib;
+mod model;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fleetpulse_core::config::{ConfigError, Validate};
+use fleetpulse_core::Shutdown;
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+pub use config::{SimConfig, MAX_ACCELERATION, MAX_UDP_PAYLOAD, MIN_SNMP_MESSAGE, SIM_STEP};
+pub use mib::{
+    Mib, Oid, OidParseError, Value, HR_DEVICE_STATUS, HR_PRINTER_ERROR_STATE, HR_PRINTER_STATUS,
+    IF_PHYS_ADDRESS, PRT_ALERT_ENTRY, PRT_GENERAL_SERIAL, PRT_INPUT_ENTRY, PRT_MARKER_LIFE_COUNT,
+    PRT_SUPPLIES_ENTRY, SYS_DESCR, SYS_NAME, SYS_OBJECT_ID, SYS_UPTIME,
+};
+
+use agent::{Agent, AgentSettings, SimClock};
+use model::{Knobs, Printer, Profile};
+
+/// Why the fleet could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The configuration is invalid; fix it, a retry will not help.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A printer's UDP port could not be bound.
+    #[error("printer {index}: cannot bind UDP {addr}: {source}")]
+    Bind {
+        /// Printer index.
+        index: usize,
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl SimError {
+    /// Whether trying again later may succeed (a port still held by a
+    /// previous run is released eventually; a bad config or address is not).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SimError::Config(_) => false,
+            SimError::Bind { source, .. } => source.kind() == std::io::ErrorKind::AddrInUse,
+        }
+    }
+}
+
+/// One running simulated printer, as a poller needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimPrinter {
+    /// Where its agent listens.
+    pub addr: SocketAddr,
+    /// Community it answers to.
+    pub community: String,
+    /// prtGeneralSerialNumber.
+    pub serial: String,
+    /// hrDeviceDescr, e.g. "HP LaserJet Pro M404dn".
+    pub model: String,
+}
+
+/// A started fleet. Agents stop when the shutdown token is cancelled
+/// (dropping the `Fleet` does not stop them).
+#[derive(Debug)]
+pub struct Fleet {
+    printers: Vec<SimPrinter>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// The printers, in index order (printer `i` is `printers()[i]`).
+    pub fn printers(&self) -> &[SimPrinter] {
+        &self.printers
+    }
+
+    /// Wait until every agent has stopped (after shutdown).
+    pub async fn join(self) {
+        for t in self.tasks {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "simulated printer task failed");
+            }
+        }
+    }
+}
+
+/// Bind every printer's UDP port and spawn its agent; returns at once.
+///
+/// All ports are bound before any agent starts, so an error leaves nothing running.
+pub async fn start(config: SimConfig, shutdown: Shutdown) -> Result<Fleet, SimError> {
+    config.validate()?;
+    let mut sockets = Vec::with_capacity(config.printers);
+    for index in 0..config.printers {
+        let port = if config.base_port == 0 {
+            0
+        } else {
+            // Validation keeps base_port + printers within u16.
+            config.base_port.saturating_add(index as u16)
+        };
+        let addr = SocketAddr::new(config.bind, port);
+        let bind_err = |source| SimError::Bind {
+            index,
+            addr,
+            source,
+        };
+        let socket = UdpSocket::bind(addr).await.map_err(bind_err)?;
+        let local = socket.local_addr().map_err(bind_err)?;
+        sockets.push((socket, local));
+    }
+
+    let knobs = Knobs::from_config(&config);
+    let settings = Arc::new(AgentSettings {
+        community: config.community.as_bytes().to_vec(),
+        max_response_bytes: config.max_response_bytes,
+        malformed_log_interval: config.malformed_log_interval,
+    });
+    let clock = Arc::new(SimClock::new(config.acceleration));
+    let mut printers = Vec::with_capacity(sockets.len());
+    let mut tasks = Vec::with_capacity(sockets.len());
+    for (index, (socket, addr)) in sockets.into_iter().enumerate() {
+        let printer = Printer::new(config.seed, index, knobs.clone());
+        printers.push(SimPrinter {
+            addr,
+            community: config.community.clone(),
+            serial: printer.profile.serial.clone(),
+            model: printer.profile.model.clone(),
+        });
+        tracing::debug!(index, %addr, serial = %printer.profile.serial, "simulated printer bound");
+        let agent = Agent::new(index, printer, settings.clone());
+        tasks.push(tokio::spawn(agent.serve(
+            socket,
+            clock.clone(),
+            shutdown.clone(),
+        )));
+    }
+    metrics::gauge!("sim_printers").set(printers.len() as f64);
+    Ok(Fleet { printers, tasks })
+}
+
+/// Run the fleet until `shutdown` is cancelled.
+pub async fn run(config: SimConfig, shutdown: Shutdown) -> Result<(), SimError> {
+    let (seed, acceleration) = (config.seed, config.acceleration);
+    let fleet = start(config, shutdown.clone()).await?;
+    for (index, p) in fleet.printers().iter().enumerate() {
+        tracing::info!(index, addr = %p.addr, serial = %p.serial, model = %p.model, "simulated printer listening");
+    }
+    tracing::info!(
+        printers = fleet.printers().len(),
+        seed,
+        acceleration,
+        "simulated fleet running"
+    );
+    shutdown.cancelled().await;
+    fleet.join().await;
+    tracing::info!("simulated fleet stopped");
+    Ok(())
+}
+
+/// prtGeneralSerialNumber of printer `index` in fleet `seed` (unique per index).
+pub fn serial_for(seed: u64, index: usize) -> String {
+    Profile::new(seed, index).serial
+}
+
+/// hrDeviceDescr (model name) of printer `index` in fleet `seed`.
+pub fn model_for(seed: u64, index: usize) -> String {
+    Profile::new(seed, index).model
+}
+
+/// The full MIB of printer `index` in fleet `seed` at sim step `step`
+/// (one step = [`SIM_STEP`]), with default behaviour knobs and sysUpTime at
+/// the start of the step. No network involved.
+pub fn mib_at(seed: u64, index: usize, step: u64) -> BTreeMap<Oid, Value> {
+    snapshot_at(seed, index, step).into_values()
+}
+
+/// Whether printer `index` of fleet `seed` is silent (does not answer) at
+/// sim step `step`, with default behaviour knobs.
+pub fn silent_at(seed: u64, index: usize, step: u64) -> bool {
+    let mut printer = Printer::new(seed, index, Knobs::default());
+    printer.advance_to(step);
+    printer.state.is_silent()
+}
+
+fn snapshot_at(seed: u64, index: usize, step: u64) -> Mib {
+    let mut printer = Printer::new(seed, index, Knobs::default());
+    printer.advance_to(step);
+    mib::build(&printer, printer.state.uptime_at_step())
+}

@@ -1,0 +1,152 @@
+//! `SimConfig`: how many printers, where they listen, and how lively they are.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use fleetpulse_core::config::{ConfigError, Validate};
+use serde::{Deserialize, Serialize};
+
+/// Length of one simulation step in sim time. State changes happen on step
+/// boundaries, so "the state at step n" is well defined and reproducible.
+pub const SIM_STEP: Duration = Duration::from_secs(60);
+
+/// Fastest allowed clock: one sim day per wall second. State advances one
+/// sim minute at a time, so faster clocks would only burn CPU replaying steps.
+pub const MAX_ACCELERATION: f64 = 86_400.0;
+
+/// Largest UDP payload over IPv4 (65535 − 8 UDP − 20 IP header bytes).
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Smallest message size every SNMP entity must accept (RFC 3417 §3.2).
+pub const MIN_SNMP_MESSAGE: usize = 484;
+
+/// Configuration of the simulated fleet.
+///
+/// Durations are humantime strings (`"20m"`, `"2h"`). Durations that describe
+/// printer behaviour (`silence_min`, `silence_max`) are **sim time**; the
+/// others are wall time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Number of simulated printers.
+    pub printers: usize,
+    /// Address every agent binds to.
+    pub bind: IpAddr,
+    /// Printer `i` listens on UDP `base_port + i`; `0` gives every printer an
+    /// ephemeral port (tests, `fleetpulse up`).
+    pub base_port: u16,
+    /// SNMP community the agents answer to; requests with any other are dropped.
+    pub community: String,
+    /// Seed of the fleet: the same seed gives the same printers and the same
+    /// history, step by step.
+    pub seed: u64,
+    /// Sim seconds per wall second (60: one wall second is one sim minute);
+    /// must be > 0 and at most [`MAX_ACCELERATION`].
+    pub acceleration: f64,
+    /// Chance per printer and sim hour that a reachable printer goes silent
+    /// (powered off / unplugged) and stops answering.
+    pub silence_probability: f64,
+    /// Shortest silent stretch, sim time.
+    #[serde(with = "humantime_serde")]
+    pub silence_min: Duration,
+    /// Longest silent stretch, sim time.
+    #[serde(with = "humantime_serde")]
+    pub silence_max: Duration,
+    /// Chance per sim hour of printing that the paper path jams.
+    pub jam_probability: f64,
+    /// Largest response datagram an agent sends; GETBULK answers are trimmed
+    /// to whole repetitions to fit, other oversized answers become `tooBig`.
+    /// 1472 keeps a response in one Ethernet frame.
+    pub max_response_bytes: usize,
+    /// At most one log line per printer per this wall interval for malformed
+    /// datagrams (every one is still counted).
+    #[serde(with = "humantime_serde")]
+    pub malformed_log_interval: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            printers: 50,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            base_port: 16100,
+            community: "public".into(),
+            seed: 1,
+            acceleration: 60.0,
+            silence_probability: 0.01,
+            silence_min: Duration::from_secs(20 * 60),
+            silence_max: Duration::from_secs(2 * 3600),
+            jam_probability: 0.05,
+            max_response_bytes: 1472,
+            malformed_log_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+fn contradiction(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Contradiction {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn probability(key: &str, p: f64) -> Result<(), ConfigError> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(contradiction(key, format!("must be within 0..=1, got {p}")))
+    }
+}
+
+impl Validate for SimConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.printers < 1 {
+            return Err(contradiction("printers", "must be at least 1"));
+        }
+        if usize::from(self.base_port) + self.printers > 65_535 {
+            return Err(contradiction(
+                "printers",
+                format!(
+                    "base_port {} + printers {} exceeds the UDP port range (65535)",
+                    self.base_port, self.printers
+                ),
+            ));
+        }
+        if self.community.is_empty() {
+            return Err(contradiction("community", "must not be empty"));
+        }
+        if !(self.acceleration > 0.0 && self.acceleration <= MAX_ACCELERATION) {
+            return Err(contradiction(
+                "acceleration",
+                format!(
+                    "must be > 0 and at most {MAX_ACCELERATION} (one sim day per wall second), got {}",
+                    self.acceleration
+                ),
+            ));
+        }
+        probability("silence_probability", self.silence_probability)?;
+        probability("jam_probability", self.jam_probability)?;
+        if self.silence_min < SIM_STEP {
+            return Err(contradiction(
+                "silence_min",
+                format!("must be at least one sim step ({}s)", SIM_STEP.as_secs()),
+            ));
+        }
+        if self.silence_max < self.silence_min {
+            return Err(contradiction(
+                "silence_max",
+                "must not be shorter than silence_min",
+            ));
+        }
+        if !(MIN_SNMP_MESSAGE..=MAX_UDP_PAYLOAD).contains(&self.max_response_bytes) {
+            return Err(contradiction(
+                "max_response_bytes",
+                format!(
+                    "must be within {MIN_SNMP_MESSAGE}..={MAX_UDP_PAYLOAD}, got {}",
+                    self.max_response_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
