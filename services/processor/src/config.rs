@@ -1,0 +1,169 @@
+//! `ProcessorConfig`: where to read, where to write, how to anonymise.
+//!
+//! Secrets (the pseudonym key, the connectors' signing secrets) are never
+//! written in the config itself in production: values are secret specs
+//! (`env:NAME`, `file:/path`, or inline for tests) resolved once at startup by
+//! [`fleetpulse_core::config::resolve_secret`], so a missing secret fails the
+//! start and names its key instead of failing on the first record.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fleetpulse_core::config::{ConfigError, Validate};
+use fleetpulse_core::kafka::KafkaConfig;
+use serde::{Deserialize, Serialize};
+
+/// Configuration of the processor (anonymiser and lake writer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessorConfig {
+    /// Cluster and topic names.
+    pub kafka: KafkaConfig,
+    /// Consumer group. Every processor of one lake shares it, so partitions are
+    /// split between them and committed offsets mark what the lake holds.
+    pub group_id: String,
+    /// Root of the Parquet lake: `<lake_dir>/<record_type>/date=YYYY-MM-DD/part-….parquet`.
+    pub lake_dir: PathBuf,
+    /// Roll a file when its buffered rows reach about this many bytes (estimate
+    /// from the JSON size of the rows, so the Parquet file is smaller).
+    pub roll_bytes: u64,
+    /// Roll a file at the latest this long after its first row was buffered.
+    #[serde(with = "humantime_serde")]
+    pub roll_age: Duration,
+    /// Roll a file when no row was added to it for this long.
+    #[serde(with = "humantime_serde")]
+    pub roll_idle: Duration,
+    /// Key of the pseudonyms, as a secret spec (`env:NAME`, `file:/path`).
+    /// Required: there is deliberately no default key.
+    pub pseudonym_key: Option<String>,
+    /// Id stored beside every pseudonym (`<field>_key_id`), so keys can rotate.
+    pub pseudonym_key_id: String,
+    /// Signing secret of each connector id, as secret specs. Records of a
+    /// connector not listed here go to the dead-letter topic.
+    pub connector_secrets: BTreeMap<String, String>,
+    /// Also write the alerter's maintenance alerts into the lake.
+    pub include_alerts: bool,
+    /// Serve `/healthz` and `/metrics` here when set.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            kafka: KafkaConfig::default(),
+            group_id: "fleetpulse-processor".into(),
+            lake_dir: PathBuf::from("./fleetpulse-data/lake"),
+            roll_bytes: 64 * 1024 * 1024,
+            roll_age: Duration::from_secs(60),
+            roll_idle: Duration::from_secs(10),
+            pseudonym_key: None,
+            pseudonym_key_id: "v1".into(),
+            connector_secrets: BTreeMap::new(),
+            include_alerts: false,
+            metrics_addr: None,
+        }
+    }
+}
+
+fn invalid(key: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid(format!("{key}: {reason}"))
+}
+
+impl Validate for ProcessorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.pseudonym_key.as_deref() {
+            None | Some("") => {
+                return Err(invalid(
+                    "pseudonym_key",
+                    "required (a secret spec such as \"env:FLEETPULSE_PSEUDONYM_KEY\"); \
+                     there is no default key",
+                ))
+            }
+            Some(_) => {}
+        }
+        if self.pseudonym_key_id.trim().is_empty() {
+            return Err(invalid("pseudonym_key_id", "must not be empty"));
+        }
+        if self.connector_secrets.is_empty() {
+            return Err(invalid(
+                "connector_secrets",
+                "required: at least one connector id = secret spec, \
+                 otherwise every record would be dead-lettered",
+            ));
+        }
+        if let Some((id, _)) = self.connector_secrets.iter().find(|(_, v)| v.is_empty()) {
+            return Err(invalid(
+                &format!("connector_secrets.{id}"),
+                "empty secret spec",
+            ));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(invalid("group_id", "must not be empty"));
+        }
+        if self.lake_dir.as_os_str().is_empty() {
+            return Err(invalid("lake_dir", "must not be empty"));
+        }
+        if self.roll_bytes == 0 {
+            return Err(invalid("roll_bytes", "must be greater than 0"));
+        }
+        if self.roll_age.is_zero() {
+            return Err(invalid("roll_age", "must be greater than 0"));
+        }
+        if self.roll_idle.is_zero() {
+            return Err(invalid("roll_idle", "must be greater than 0"));
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetpulse_core::config::from_toml;
+
+    #[test]
+    fn pseudonym_key_is_required_and_named() {
+        let err = from_toml::<ProcessorConfig>("[connector_secrets]\nconn-1 = \"env:X\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pseudonym_key: required"), "{err}");
+    }
+
+    #[test]
+    fn parses_a_full_config_and_rejects_unknown_keys() {
+        let cfg: ProcessorConfig = from_toml(
+            r#"
+            pseudonym_key = "env:PK"
+            roll_age = "5s"
+            roll_bytes = 1000
+            [connector_secrets]
+            conn-1 = "env:C1"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.roll_age, Duration::from_secs(5));
+        assert_eq!(cfg.roll_idle, Duration::from_secs(10));
+        assert_eq!(cfg.roll_bytes, 1000);
+        assert_eq!(cfg.group_id, "fleetpulse-processor");
+        assert!(!cfg.include_alerts);
+
+        let err = from_toml::<ProcessorConfig>(
+            "pseudonym_key = \"env:PK\"\nroll_byts = 3\n[connector_secrets]\nc = \"env:C\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("roll_byts"), "{err}");
+
+        let err = from_toml::<ProcessorConfig>(
+            "pseudonym_key = \"env:PK\"\nroll_bytes = 0\n[connector_secrets]\nc = \"env:C\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("roll_bytes"), "{err}");
+    }
+}
