@@ -14,11 +14,18 @@ fn helm_chart_lints() {
         .arg(&chart)
         .output()
         .expect("running render_check.py");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("{text}");
     assert!(out.status.success(), "chart checks failed:\n{text}");
     if std::env::var_os("FLEETPULSE_HELM_PYTHON").is_some() {
-        assert!(!text.contains("helm lint: skipped"), "helm-sdkpy was installed but its lint did not run:\n{text}");
+        assert!(
+            !text.contains("helm lint: skipped"),
+            "helm-sdkpy was installed but its lint did not run:\n{text}"
+        );
     }
     let lint = Command::new("python3")
         .args(["-m", "yamllint", "-c"])
