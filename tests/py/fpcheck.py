@@ -18,7 +18,7 @@ import time
 import uuid
 
 import fastavro
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RAW_TYPES = ["device_heartbeat", "device_status", "usage_counters", "alert_event",
@@ -60,7 +60,15 @@ def consume_all(brokers, topics, idle=6.0, limit=180.0):
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
     })
-    c.subscribe(topics)
+    # Assign partitions directly: no consumer-group join (slow on tansu) and
+    # no committed offsets to interfere with.
+    assignment = []
+    for t in topics:
+        md = c.list_topics(t, timeout=10).topics.get(t)
+        if md is None or md.error is not None:
+            continue
+        assignment += [TopicPartition(t, p, OFFSET_BEGINNING) for p in md.partitions]
+    c.assign(assignment)
     msgs = []
     start = last = time.time()
     while time.time() - last < idle and time.time() - start < limit:
@@ -87,7 +95,7 @@ def cmd_raw(a):
         except Exception:
             bad += 1
             continue
-        ids.append(rec["event_id"])
+        ids.append(str(rec["event_id"]))
         if name != "connector_heartbeat":
             devices.add(rec["device_id"])
         per_topic[name] = per_topic.get(name, 0) + 1
@@ -104,7 +112,7 @@ def cmd_lake(a):
     per_table = {}
     for t in sorted({f.split(os.sep)[-3] for f in files}):
         pattern = os.path.join(a.lake, t, "*", "*.parquet")
-        n, d = duckdb.sql(f"SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{pattern}')").fetchone()
+        n, d = duckdb.sql(f"SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{pattern}')").fetchall()[0]
         arrow_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.split(os.sep)[-3] == t)
         per_table[t] = {"rows": n, "distinct": d, "pyarrow_rows": arrow_rows}
     lake_ids = []
@@ -167,7 +175,7 @@ def cmd_inject(a):
     status_topic = f"{a.prefix}.raw.device_status"
     hb_topic = f"{a.prefix}.raw.device_heartbeat"
     sample = {}
-    for m in consume_all(a.brokers, [status_topic, hb_topic], idle=3.0, limit=30):
+    for m in consume_all(a.brokers, [status_topic, hb_topic], idle=5.0, limit=60):
         sample.setdefault(m.topic(), m)
         if len(sample) == 2:
             break
