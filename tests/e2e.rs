@@ -57,6 +57,25 @@ fn pdu_tag_offset(m: &[u8]) -> Option<usize> {
     (i < m.len()).then_some(i)
 }
 
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint reachable");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
@@ -73,6 +92,7 @@ fn pipeline_end_to_end_against_tansu() {
     let lake = d.join("lake");
     let printers = 8usize;
     let base_port = 30000 + (std::process::id() % 1000) as u16 * 20;
+    let metrics_port = free_tcp_port();
 
     fleetpulse_ok(
         &bin,
@@ -114,7 +134,7 @@ fn pipeline_end_to_end_against_tansu() {
     write(
         &d.join("processor.toml"),
         &format!(
-            "group_id = \"{prefix}-processor\"\nlake_dir = \"{}\"\npseudonym_key = \"env:FLEETPULSE_PSEUDONYM_KEY\"\npseudonym_key_id = \"e2e-v1\"\nroll_age = \"3s\"\nroll_idle = \"2s\"\n\n[connector_secrets]\n{CONNECTOR} = \"env:FLEETPULSE_CONNECTOR_SECRET\"\n\n{kafka_section}",
+            "group_id = \"{prefix}-processor\"\nlake_dir = \"{}\"\npseudonym_key = \"env:FLEETPULSE_PSEUDONYM_KEY\"\npseudonym_key_id = \"e2e-v1\"\nroll_age = \"3s\"\nroll_idle = \"2s\"\nmetrics_addr = \"127.0.0.1:{metrics_port}\"\n\n[connector_secrets]\n{CONNECTOR} = \"env:FLEETPULSE_CONNECTOR_SECRET\"\n\n{kafka_section}",
             lake.display()
         ),
     );
@@ -168,6 +188,14 @@ fn pipeline_end_to_end_against_tansu() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+    // The processor serves its health and metrics.
+    let health = http_get(metrics_port, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(
+        metrics.contains("fleetpulse_processor_rows_written_total"),
+        "{metrics}"
+    );
     std::thread::sleep(Duration::from_millis(2500));
     processor.sigkill();
     let mut processor = Proc::spawn(&bin, "processor", &proc_args, &env, d);
