@@ -8,7 +8,19 @@ use fleetpulse_core::config::{ConfigError, Validate};
 use fleetpulse_core::kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::ipp::{IppOptions, IppTarget};
 use crate::snmp::{split_host_port, DeviceTarget, SnmpOptions};
+
+/// Protocol a device is polled with (`devices[].protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// SNMP v1/v2c (the `[snmp]` options).
+    #[default]
+    Snmp,
+    /// IPP Get-Printer-Attributes (the `[ipp]` options, `ipp_url`).
+    Ipp,
+}
 
 /// One device to poll: `address` (`host[:port]`, port 161 when omitted)
 /// and `community` (default `public`). The same type is the target of
@@ -35,6 +47,8 @@ pub struct EdgeConfig {
     pub heartbeat_interval: Duration,
     /// SNMP timeouts, retries and limits.
     pub snmp: SnmpOptions,
+    /// IPP timeout and response cap (devices with `protocol = "ipp"`).
+    pub ipp: IppOptions,
     /// Kafka cluster and topics.
     pub kafka: KafkaConfig,
     /// `/metrics` and `/healthz` listen address (off when unset).
@@ -56,6 +70,7 @@ impl Default for EdgeConfig {
             poll_interval: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(60),
             snmp: SnmpOptions::default(),
+            ipp: IppOptions::default(),
             kafka: KafkaConfig::default(),
             metrics_addr: None,
             max_concurrent_polls: 64,
@@ -89,7 +104,22 @@ impl Validate for EdgeConfig {
         for (i, d) in self.devices.iter().enumerate() {
             let key = format!("devices[{i}].address");
             let (host, port) = split_host_port(&d.address).map_err(|r| bad(&key, r))?;
-            if !seen.insert((host.to_ascii_lowercase(), port)) {
+            // A printer may be listed once per protocol (and per IPP queue).
+            let identity = match d.protocol {
+                Protocol::Snmp if d.ipp_url.is_some() => {
+                    return Err(bad(
+                        format!("devices[{i}].ipp_url"),
+                        "only used with protocol = \"ipp\"",
+                    ))
+                }
+                Protocol::Snmp => format!("snmp {}:{port}", host.to_ascii_lowercase()),
+                Protocol::Ipp => {
+                    let t = IppTarget::parse(&d.ipp_url_or_default())
+                        .map_err(|e| bad(format!("devices[{i}].ipp_url"), e.to_string()))?;
+                    format!("ipp {}:{}{}", t.host.to_ascii_lowercase(), t.port, t.path)
+                }
+            };
+            if !seen.insert(identity) {
                 return Err(bad(key, format!("duplicate address {:?}", d.address)));
             }
             if d.community.is_empty() {
@@ -126,6 +156,12 @@ impl Validate for EdgeConfig {
                 "snmp.poll_deadline",
                 "must be at least snmp.timeout, or no request could ever complete",
             ));
+        }
+        if self.ipp.timeout.is_zero() {
+            return Err(bad("ipp.timeout", "must be positive"));
+        }
+        if self.ipp.max_response_bytes < 1024 {
+            return Err(bad("ipp.max_response_bytes", "must be at least 1024"));
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err(bad("kafka.brokers", "must not be empty"));
