@@ -222,4 +222,45 @@ retries = 1
         let err = from_toml::<EdgeConfig>(no_devices).unwrap_err().to_string();
         assert!(err.contains("devices"), "{err}");
     }
+
+    #[test]
+    fn ipp_devices() {
+        let ipp = format!(
+            "{BASE}\n[[devices]]\naddress = \"10.0.0.1\"\nprotocol = \"ipp\"\n\
+             [[devices]]\naddress = \"10.0.0.3\"\nprotocol = \"ipp\"\nipp_url = \"ipp://10.0.0.3:8631/ipp/print\"\n\
+             [ipp]\ntimeout = \"3s\"\n"
+        );
+        let c: EdgeConfig = from_toml(&ipp).unwrap();
+        assert_eq!(c.devices[0].protocol, Protocol::Snmp);
+        assert_eq!(c.devices[2].protocol, Protocol::Ipp);
+        // Same host as devices[0], other protocol: not a duplicate.
+        assert_eq!(
+            c.devices[2].ipp_url_or_default(),
+            "ipp://10.0.0.1:631/ipp/print"
+        );
+        assert_eq!(
+            c.devices[3].ipp_url_or_default(),
+            "ipp://10.0.0.3:8631/ipp/print"
+        );
+        assert_eq!(c.ipp.timeout, Duration::from_secs(3));
+        assert_eq!(c.ipp.max_response_bytes, 1024 * 1024);
+
+        let err = |toml: String| from_toml::<EdgeConfig>(&toml).unwrap_err().to_string();
+        let e = err(format!("{BASE}\n[[devices]]\naddress = \"h\"\nprotocol = \"ipp\"\nipp_url = \"ipps://h/ipp\"\n"));
+        assert!(e.contains("devices[2].ipp_url") && e.contains("TLS"), "{e}");
+        let e = err(format!(
+            "{BASE}\n[[devices]]\naddress = \"h\"\nipp_url = \"ipp://h/ipp\"\n"
+        ));
+        assert!(e.contains("devices[2].ipp_url"), "{e}");
+        let e = err(format!(
+            "{BASE}\n[[devices]]\naddress = \"h\"\nprotocol = \"http\"\n"
+        ));
+        assert!(e.contains("protocol"), "{e}");
+        let e = err(format!(
+            "{BASE}\n[[devices]]\naddress = \"h\"\nprotocol = \"ipp\"\n[[devices]]\naddress = \"h:9\"\nprotocol = \"ipp\"\n"
+        ));
+        assert!(e.contains("devices[3].address"), "{e}");
+        let e = err(format!("{BASE}\n[ipp]\ntimeout = \"0s\"\n"));
+        assert!(e.contains("ipp.timeout"), "{e}");
+    }
 }

@@ -455,4 +455,59 @@ mod tests {
             .unwrap();
         assert_eq!(ra.values.len(), REQUESTED_ATTRIBUTES.len());
     }
+
+    #[test]
+    fn records_carry_ipp_and_alerts_diff_like_snmp() {
+        use crate::alerts::AlertTracker;
+        use crate::poller::{records_of, Origin};
+        use fleetpulse_core::records::{AlertTransition, PollProtocol};
+        let reply = |alerts: &[&str]| Message {
+            version: (2, 0),
+            code: 0,
+            request_id: 1,
+            groups: vec![Group {
+                tag: tag::PRINTER,
+                attributes: vec![
+                    Attribute::new(
+                        "printer-supply",
+                        vec![Value::OctetString(
+                            b"index=1;type=toner;unit=percent;maxcapacity=100;level=9;".to_vec(),
+                        )],
+                    ),
+                    Attribute::new(
+                        "printer-alert",
+                        alerts
+                            .iter()
+                            .map(|a| Value::OctetString(a.as_bytes().to_vec()))
+                            .collect(),
+                    ),
+                ],
+            }],
+        };
+        let origin = Origin {
+            tenant_id: "t".into(),
+            connector_id: "c".into(),
+        };
+        let mut tracker = AlertTracker::new();
+        let jam = "index=1;severity=critical;group=mediaPath;code=jam";
+        let low = "index=2;severity=warning;group=markerSupplies;code=markerTonerAlmostEmpty";
+        let snap = map::snapshot("ipp://p/", "10.0.0.1", 5, 1, &reply(&[jam, low]));
+        let r = records_of(&origin, &snap, &mut tracker);
+        assert_eq!(r.heartbeat.protocol, PollProtocol::Ipp);
+        assert_eq!(r.status.supplies[0].percent, Some(9.0));
+        assert_eq!(r.alerts.len(), 2);
+        assert!(r
+            .alerts
+            .iter()
+            .all(|a| a.transition == AlertTransition::Opened));
+        // Second poll: the jam is gone, the toner alert stays.
+        let snap = map::snapshot("ipp://p/", "10.0.0.1", 6, 1, &reply(&[low]));
+        let r = records_of(&origin, &snap, &mut tracker);
+        assert_eq!(r.alerts.len(), 1);
+        assert_eq!(r.alerts[0].transition, AlertTransition::Cleared);
+        assert_eq!(
+            (r.alerts[0].code.as_str(), r.alerts[0].code_raw),
+            ("jam", 8)
+        );
+    }
 }
