@@ -25,6 +25,8 @@ pub enum Protocol {
 /// One device to poll: `address` (`host[:port]`, port 161 when omitted)
 /// and `community` (default `public`). The same type is the target of
 /// [`crate::poll_device`], so `fleetpulse poll` and the service agree.
+/// `protocol = "ipp"` polls it with IPP instead, at `ipp_url` (default
+/// `ipp://<address host>:631/ipp/print`; see [`crate::ipp`]).
 pub type DeviceConfig = DeviceTarget;
 
 /// Configuration of `fleetpulse edge`.

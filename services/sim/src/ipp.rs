@@ -34,6 +34,8 @@ use crate::model::{Printer, TICKS_PER_STEP};
 const MAX_REQUEST: usize = 64 * 1024;
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a silent printer holds a connection without answering.
+const SILENT_HOLD: Duration = Duration::from_secs(30);
 
 // Value tags (RFC 8010 §3.5.2).
 const T_INTEGER: u8 = 0x21;
@@ -414,7 +416,13 @@ async fn connection(
         Err(_) => return,
     };
     let Some(ipp) = respond(&printer, &clock, &body) else {
+        // Silent (powered off): no answer, like the SNMP agent; the client times out.
         metrics::counter!("sim_ipp_requests_total", "outcome" => "silent").increment(1);
+        let mut sink = [0u8; 512];
+        let _ = tokio::time::timeout(SILENT_HOLD, async {
+            while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
         return;
     };
     metrics::counter!("sim_ipp_requests_total", "outcome" => "ok").increment(1);
@@ -494,5 +502,70 @@ mod tests {
         assert_eq!(&body[..8], &[2, 0, 0, 0, 0, 0, 0, 9]);
         assert_eq!(body.last(), Some(&0x03));
         assert!(uuid_of("A").starts_with("urn:uuid:") && uuid_of("A") != uuid_of("B"));
+    }
+
+    async fn post(addr: SocketAddr, body: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut req = format!(
+            "POST /ipp/print HTTP/1.1\r\nHost: x\r\nContent-Type: application/ipp\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        s.write_all(&req).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_get_printer_attributes_over_http() {
+        use fleetpulse_core::config::Validate;
+        let shutdown = Shutdown::new();
+        let cfg = crate::SimConfig {
+            printers: 2,
+            base_port: 0,
+            ipp_base_port: Some(0),
+            acceleration: 0.001,
+            silence_probability: 0.0,
+            ..crate::SimConfig::default()
+        };
+        let fleet = crate::start(cfg, shutdown.clone()).await.unwrap();
+        let p = &fleet.printers()[1];
+        let addr = p.ipp_addr.expect("IPP enabled");
+        // Get-Printer-Attributes, IPP/1.1, request id 0x01020304.
+        let req = [1, 1, 0, 0x0B, 1, 2, 3, 4, 0x01, 0x03];
+        let resp = post(addr, &req).await;
+        let text = String::from_utf8_lossy(&resp);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("application/ipp"));
+        let body = &resp[find(&resp, b"\r\n\r\n").unwrap() + 4..];
+        assert_eq!(&body[..8], &[2, 0, 0, 0, 1, 2, 3, 4]);
+        assert!(find(body, format!("SN:{};", p.serial).as_bytes()).is_some());
+        // Other operations and versions get IPP errors; garbage gets HTTP 400.
+        let resp = post(addr, &[1, 1, 0, 0x02, 0, 0, 0, 9, 0x03]).await;
+        let body = &resp[find(&resp, b"\r\n\r\n").unwrap() + 4..];
+        assert_eq!(&body[..8], &[2, 0, 0x05, 0x01, 0, 0, 0, 9]);
+        let resp = post(addr, &[9, 9, 0, 0x0B, 0, 0, 0, 9, 0x03]).await;
+        let body = &resp[find(&resp, b"\r\n\r\n").unwrap() + 4..];
+        assert_eq!(&body[2..4], &[0x05, 0x03]);
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        assert!(out.starts_with(b"HTTP/1.1 400"));
+        shutdown.cancel();
+        fleet.join().await;
+
+        let bad = crate::SimConfig {
+            printers: 10,
+            ipp_base_port: Some(65_530),
+            ..crate::SimConfig::default()
+        };
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("ipp_base_port"), "{e}");
     }
 }

@@ -17,6 +17,11 @@
 //! (default 60, one wall second per sim minute), which makes toner drain,
 //! jams and empty trays visible within minutes of a demo.
 //!
+//! Optionally (`ipp_base_port`) each printer also answers IPP
+//! Get-Printer-Attributes on a TCP port, derived from the same MIB at the
+//! same step, so the edge can be checked to read the same supply levels over
+//! both protocols.
+//!
 //! Entry points: [`run`] for `fleetpulse sim` (serves until shutdown) and
 //! [`start`] for embedding (`fleetpulse up`, tests), which returns the bound
 //! addresses at once.

@@ -102,7 +102,7 @@ impl<S: AsyncRead + Unpin> Conn<S> {
     }
 
     /// Everything until the peer closes, at most `limit` bytes.
-    async fn to_end(&mut self, limit: usize) -> Result<Vec<u8>, HttpError> {
+    async fn read_to_close(&mut self, limit: usize) -> Result<Vec<u8>, HttpError> {
         loop {
             if self.buf.len() > limit {
                 return Err(HttpError::TooLarge { limit });
@@ -260,7 +260,7 @@ pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
         conn.exact(n).await
     } else {
-        conn.to_end(limit).await
+        conn.read_to_close(limit).await
     }
 }
 

@@ -329,8 +329,11 @@ fn alerts(a: &Attrs<'_>) -> Vec<AlertRow> {
 }
 
 fn identity(a: &Attrs<'_>, ip: &str) -> Identity {
+    // Parsed in full: IEEE 1284 ids often exceed 255 bytes, with SN: last.
     let dev = a
-        .text("printer-device-id")
+        .values("printer-device-id")
+        .first()
+        .and_then(Value::as_text)
         .map(|d| device_id_fields(&d))
         .unwrap_or_default();
     let field = |keys: &[&str]| {
@@ -465,7 +468,10 @@ mod tests {
             Attribute::new("printer-alert-description", texts(tag::TEXT, &["Paper jam"])),
             Attribute::new(
                 "printer-device-id",
-                texts(tag::TEXT, &["MFG:Acme;MDL:Laser 9;CMD:PWG;SN:AC123456;"]),
+                vec![Value::Str(
+                    tag::TEXT,
+                    format!("MFG:Acme;MDL:Laser 9;CMD:{};SN:AC123456;", "PCL,".repeat(80)),
+                )],
             ),
             Attribute::new("printer-uuid", texts(tag::URI, &["urn:uuid:ABC"])),
             Attribute::new("printer-make-and-model", texts(tag::TEXT, &["Acme Laser 9"])),
