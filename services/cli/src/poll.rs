@@ -2,7 +2,9 @@
 //!
 //! The first thing an operator runs against a new printer: it uses exactly
 //! the edge connector's SNMP client and mapping, so what it prints is what
-//! would be published (before the processor's anonymisation).
+//! would be published (before the processor's anonymisation). An
+//! `ipp://host[:port]/path` target is polled with IPP Get-Printer-Attributes
+//! instead, through the same mapping to the same snapshot.
 
 use std::time::Duration;
 
@@ -10,7 +12,8 @@ use anyhow::Context;
 
 #[derive(clap::Args)]
 pub(crate) struct PollArgs {
-    /// Printer address, `host` or `host:port` (default port 161).
+    /// Printer address, `host` or `host:port` (default port 161), or an
+    /// `ipp://host[:port]/path` URL to poll over IPP.
     target: String,
     /// SNMP v2c community.
     #[arg(long, default_value = "public")]
@@ -18,7 +21,7 @@ pub(crate) struct PollArgs {
     /// Print the normalised record as JSON.
     #[arg(long)]
     json: bool,
-    /// Per-request timeout.
+    /// Per-request timeout (IPP: the whole exchange).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// Retries per request.
@@ -27,16 +30,27 @@ pub(crate) struct PollArgs {
 }
 
 pub(crate) async fn run(args: PollArgs) -> anyhow::Result<()> {
-    let target = fleetpulse_edge::DeviceConfig {
-        address: args.target.clone(),
-        community: args.community.clone(),
+    let snap = if args.target.contains("://") {
+        let target = fleetpulse_edge::IppTarget::parse(&args.target)?;
+        let opts = fleetpulse_edge::IppOptions {
+            timeout: args.timeout,
+            ..Default::default()
+        };
+        fleetpulse_edge::poll_ipp(&target, &opts)
+            .await
+            .with_context(|| format!("polling {}", args.target))?
+    } else {
+        let target =
+            fleetpulse_edge::DeviceConfig::new(args.target.clone(), args.community.clone());
+        let opts = fleetpulse_edge::SnmpOptions {
+            timeout: args.timeout,
+            retries: args.retries,
+            ..Default::default()
+        };
+        fleetpulse_edge::poll_device(&target, &opts)
+            .await
+            .with_context(|| format!("polling {}", args.target))?
     };
-    let mut opts = fleetpulse_edge::SnmpOptions::default();
-    opts.timeout = args.timeout;
-    opts.retries = args.retries;
-    let snap = fleetpulse_edge::poll_device(&target, &opts)
-        .await
-        .with_context(|| format!("polling {}", args.target))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snap)?);
     } else {

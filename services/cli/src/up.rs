@@ -173,10 +173,7 @@ pub(crate) async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> 
     edge_cfg.devices = fleet
         .printers()
         .iter()
-        .map(|p| fleetpulse_edge::DeviceConfig {
-            address: p.addr.to_string(),
-            community: p.community.clone(),
-        })
+        .map(|p| fleetpulse_edge::DeviceConfig::new(p.addr.to_string(), p.community.clone()))
         .collect();
     fleetpulse_core::config::Validate::validate(&edge_cfg)?;
 

@@ -8,11 +8,25 @@ use fleetpulse_core::config::{ConfigError, Validate};
 use fleetpulse_core::kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::ipp::{IppOptions, IppTarget};
 use crate::snmp::{split_host_port, DeviceTarget, SnmpOptions};
+
+/// Protocol a device is polled with (`devices[].protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// SNMP v1/v2c (the `[snmp]` options).
+    #[default]
+    Snmp,
+    /// IPP Get-Printer-Attributes (the `[ipp]` options, `ipp_url`).
+    Ipp,
+}
 
 /// One device to poll: `address` (`host[:port]`, port 161 when omitted)
 /// and `community` (default `public`). The same type is the target of
 /// [`crate::poll_device`], so `fleetpulse poll` and the service agree.
+/// `protocol = "ipp"` polls it with IPP instead, at `ipp_url` (default
+/// `ipp://<address host>:631/ipp/print`; see [`crate::ipp`]).
 pub type DeviceConfig = DeviceTarget;
 
 /// Configuration of `fleetpulse edge`.
@@ -35,6 +49,8 @@ pub struct EdgeConfig {
     pub heartbeat_interval: Duration,
     /// SNMP timeouts, retries and limits.
     pub snmp: SnmpOptions,
+    /// IPP timeout and response cap (devices with `protocol = "ipp"`).
+    pub ipp: IppOptions,
     /// Kafka cluster and topics.
     pub kafka: KafkaConfig,
     /// `/metrics` and `/healthz` listen address (off when unset).
@@ -56,6 +72,7 @@ impl Default for EdgeConfig {
             poll_interval: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(60),
             snmp: SnmpOptions::default(),
+            ipp: IppOptions::default(),
             kafka: KafkaConfig::default(),
             metrics_addr: None,
             max_concurrent_polls: 64,
@@ -89,7 +106,22 @@ impl Validate for EdgeConfig {
         for (i, d) in self.devices.iter().enumerate() {
             let key = format!("devices[{i}].address");
             let (host, port) = split_host_port(&d.address).map_err(|r| bad(&key, r))?;
-            if !seen.insert((host.to_ascii_lowercase(), port)) {
+            // A printer may be listed once per protocol (and per IPP queue).
+            let identity = match d.protocol {
+                Protocol::Snmp if d.ipp_url.is_some() => {
+                    return Err(bad(
+                        format!("devices[{i}].ipp_url"),
+                        "only used with protocol = \"ipp\"",
+                    ))
+                }
+                Protocol::Snmp => format!("snmp {}:{port}", host.to_ascii_lowercase()),
+                Protocol::Ipp => {
+                    let t = IppTarget::parse(&d.ipp_url_or_default())
+                        .map_err(|e| bad(format!("devices[{i}].ipp_url"), e.to_string()))?;
+                    format!("ipp {}:{}{}", t.host.to_ascii_lowercase(), t.port, t.path)
+                }
+            };
+            if !seen.insert(identity) {
                 return Err(bad(key, format!("duplicate address {:?}", d.address)));
             }
             if d.community.is_empty() {
@@ -126,6 +158,12 @@ impl Validate for EdgeConfig {
                 "snmp.poll_deadline",
                 "must be at least snmp.timeout, or no request could ever complete",
             ));
+        }
+        if self.ipp.timeout.is_zero() {
+            return Err(bad("ipp.timeout", "must be positive"));
+        }
+        if self.ipp.max_response_bytes < 1024 {
+            return Err(bad("ipp.max_response_bytes", "must be at least 1024"));
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err(bad("kafka.brokers", "must not be empty"));
@@ -185,5 +223,46 @@ retries = 1
         let no_devices = "tenant_id = \"t\"\nconnector_id = \"c\"\nconnector_secret = \"x\"\n";
         let err = from_toml::<EdgeConfig>(no_devices).unwrap_err().to_string();
         assert!(err.contains("devices"), "{err}");
+    }
+
+    #[test]
+    fn ipp_devices() {
+        let ipp = format!(
+            "{BASE}\n[[devices]]\naddress = \"10.0.0.1\"\nprotocol = \"ipp\"\n\
+             [[devices]]\naddress = \"10.0.0.3\"\nprotocol = \"ipp\"\nipp_url = \"ipp://10.0.0.3:8631/ipp/print\"\n\
+             [ipp]\ntimeout = \"3s\"\n"
+        );
+        let c: EdgeConfig = from_toml(&ipp).unwrap();
+        assert_eq!(c.devices[0].protocol, Protocol::Snmp);
+        assert_eq!(c.devices[2].protocol, Protocol::Ipp);
+        // Same host as devices[0], other protocol: not a duplicate.
+        assert_eq!(
+            c.devices[2].ipp_url_or_default(),
+            "ipp://10.0.0.1:631/ipp/print"
+        );
+        assert_eq!(
+            c.devices[3].ipp_url_or_default(),
+            "ipp://10.0.0.3:8631/ipp/print"
+        );
+        assert_eq!(c.ipp.timeout, Duration::from_secs(3));
+        assert_eq!(c.ipp.max_response_bytes, 1024 * 1024);
+
+        let err = |toml: String| from_toml::<EdgeConfig>(&toml).unwrap_err().to_string();
+        let e = err(format!("{BASE}\n[[devices]]\naddress = \"h\"\nprotocol = \"ipp\"\nipp_url = \"ipps://h/ipp\"\n"));
+        assert!(e.contains("devices[2].ipp_url") && e.contains("TLS"), "{e}");
+        let e = err(format!(
+            "{BASE}\n[[devices]]\naddress = \"h\"\nipp_url = \"ipp://h/ipp\"\n"
+        ));
+        assert!(e.contains("devices[2].ipp_url"), "{e}");
+        let e = err(format!(
+            "{BASE}\n[[devices]]\naddress = \"h\"\nprotocol = \"http\"\n"
+        ));
+        assert!(e.contains("protocol"), "{e}");
+        let e = err(format!(
+            "{BASE}\n[[devices]]\naddress = \"h\"\nprotocol = \"ipp\"\n[[devices]]\naddress = \"h:9\"\nprotocol = \"ipp\"\n"
+        ));
+        assert!(e.contains("devices[3].address"), "{e}");
+        let e = err(format!("{BASE}\n[ipp]\ntimeout = \"0s\"\n"));
+        assert!(e.contains("ipp.timeout"), "{e}");
     }
 }

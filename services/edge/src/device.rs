@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use fleetpulse_core::records::{InputTray, MarkerCounter, Supply};
+use fleetpulse_core::records::{InputTray, MarkerCounter, PollProtocol, Supply};
 use serde::Serialize;
 
 use crate::alerts::AlertRow;
@@ -22,6 +22,8 @@ pub struct DeviceSnapshot {
     pub polled_at: i64,
     /// Wall time of the whole poll (all requests), ms.
     pub response_ms: u32,
+    /// Protocol the device answered on.
+    pub protocol: PollProtocol,
     /// Who the device is.
     pub identity: Identity,
     /// Device and printer state.
@@ -56,6 +58,15 @@ pub enum PollError {
         #[source]
         source: SnmpError,
     },
+    /// An IPP poll failed.
+    #[error("{address}: {source}")]
+    Ipp {
+        /// Address as configured.
+        address: String,
+        /// The IPP failure.
+        #[source]
+        source: crate::ipp::IppError,
+    },
     /// The whole poll took longer than `snmp.poll_deadline`.
     #[error("{address}: poll exceeded its deadline of {deadline:?}")]
     Deadline {
@@ -72,6 +83,7 @@ impl PollError {
         match self {
             PollError::Resolve { .. } | PollError::Deadline { .. } => true,
             PollError::Snmp { source, .. } => source.is_retriable(),
+            PollError::Ipp { source, .. } => source.is_retriable(),
         }
     }
 
@@ -81,6 +93,7 @@ impl PollError {
             PollError::Resolve { .. } => "resolve",
             PollError::Deadline { .. } => "deadline",
             PollError::Snmp { source, .. } => source.class(),
+            PollError::Ipp { source, .. } => source.class(),
         }
     }
 
@@ -97,6 +110,9 @@ impl PollError {
 
     /// Whether the device did not answer at all (as opposed to answering badly).
     pub fn is_silence(&self) -> bool {
+        if let PollError::Ipp { source, .. } = self {
+            return source.is_silence();
+        }
         matches!(
             self,
             PollError::Deadline { .. }
@@ -182,11 +198,35 @@ pub(crate) fn snapshot_from(
         ip_address: ip.to_string(),
         polled_at,
         response_ms,
+        protocol: PollProtocol::Snmp,
         status,
         supplies: mapping::supplies(data),
         trays: mapping::trays(data),
         counters: mapping::counters(data),
         alerts: mapping::alerts(data),
         identity,
+    }
+}
+
+// --- IPP (protocol = "ipp" devices) ---------------------------------------
+
+/// Poll a configured device over its protocol: SNMP with `snmp`, or IPP
+/// Get-Printer-Attributes with `ipp` (see [`crate::config::Protocol`]).
+pub async fn poll_configured(
+    device: &crate::config::DeviceConfig,
+    snmp: &SnmpOptions,
+    ipp: &crate::ipp::IppOptions,
+) -> Result<DeviceSnapshot, PollError> {
+    match device.protocol {
+        crate::config::Protocol::Snmp => poll_device(device, snmp).await,
+        crate::config::Protocol::Ipp => {
+            let ipp_err = |source| PollError::Ipp {
+                address: device.address.clone(),
+                source,
+            };
+            let target =
+                crate::ipp::IppTarget::parse(&device.ipp_url_or_default()).map_err(ipp_err)?;
+            crate::ipp::poll_ipp(&target, ipp).await.map_err(ipp_err)
+        }
     }
 }

@@ -20,12 +20,17 @@
 //! - **Silence is a signal.** A device that does not answer produces no
 //!   records; the alerter notices the missing heartbeats.
 //!
-//! Entry points: [`run`] for the service, [`poll_device`] + [`render_text`]
-//! for `fleetpulse poll`.
+//! - **IPP too.** Printers with SNMP off still answer IPP; [`ipp`] reads
+//!   Get-Printer-Attributes into the same snapshot, so both protocols give
+//!   the same records (`protocol = "ipp"` on a device).
+//!
+//! Entry points: [`run`] for the service, [`poll_device`] / [`poll_ipp`] +
+//! [`render_text`] for `fleetpulse poll`.
 
 pub mod alerts;
 pub mod config;
 pub mod device;
+pub mod ipp;
 pub mod mapping;
 mod poller;
 pub mod publish;
@@ -43,7 +48,8 @@ use fleetpulse_core::config::ConfigError;
 use fleetpulse_core::Shutdown;
 
 pub use config::{DeviceConfig, EdgeConfig};
-pub use device::{poll_device, DeviceSnapshot, PollError};
+pub use device::{poll_configured, poll_device, DeviceSnapshot, PollError};
+pub use ipp::{poll_ipp, IppError, IppOptions, IppTarget};
 pub use publish::{PublishError, Publisher};
 pub use report::render_text;
 pub use snmp::{DeviceTarget, SnmpError, SnmpOptions, SnmpVersion};
@@ -108,6 +114,7 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
         publisher: publisher.clone(),
         semaphore: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_polls)),
         snmp: config.snmp.clone(),
+        ipp: config.ipp.clone(),
         poll_interval: config.poll_interval,
         shutdown_grace: config.shutdown_grace,
         reachable: config

@@ -143,6 +143,10 @@ pub enum DeviceIdSource {
     Vendor,
     /// No serial: `addr:<ip>`.
     Address,
+    /// IPP: the serial in `printer-device-id` (`SN:`/`SERN:`).
+    IppDeviceId,
+    /// IPP: no serial, `printer-uuid` (`urn:uuid:…`).
+    IppUuid,
 }
 
 /// Who the device is.

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetpulse_core::records::{
-    AlertEvent, AlertTransition, ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, PollProtocol,
-    UsageCounters, SCHEMA_VERSION,
+    AlertEvent, AlertTransition, ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, UsageCounters,
+    SCHEMA_VERSION,
 };
 use fleetpulse_core::{new_event_id, Shutdown};
 use tokio::sync::Semaphore;
@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::alerts::{AlertRow, AlertTracker};
 use crate::config::{DeviceConfig, EdgeConfig};
-use crate::device::{poll_device, DeviceSnapshot, PollError};
+use crate::device::{poll_configured, DeviceSnapshot, PollError};
 use crate::publish::{PublishError, Publisher};
 use crate::snmp::SnmpOptions;
 
@@ -91,7 +91,7 @@ pub(crate) fn records_of(
         device_id,
         s.polled_at,
         DeviceHeartbeat {
-            protocol: PollProtocol::Snmp,
+            protocol: s.protocol,
             ip_address: Some(s.ip_address.clone()),
             response_ms: i32::try_from(s.response_ms).unwrap_or(i32::MAX),
             sys_uptime_ticks: id.sys_uptime_ticks,
@@ -214,6 +214,7 @@ pub(crate) struct Shared {
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) semaphore: Arc<Semaphore>,
     pub(crate) snmp: SnmpOptions,
+    pub(crate) ipp: crate::ipp::IppOptions,
     pub(crate) poll_interval: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) reachable: Vec<AtomicBool>,
@@ -253,7 +254,7 @@ pub(crate) async fn device_task(
             tokio::time::sleep(shared.shutdown_grace).await;
         };
         let result = tokio::select! {
-            r = poll_device(&device, &shared.snmp) => r,
+            r = poll_configured(&device, &shared.snmp, &shared.ipp) => r,
             _ = grace => return,
         };
         drop(permit);

@@ -62,6 +62,9 @@ pub struct SimConfig {
     /// datagrams (every one is still counted).
     #[serde(with = "humantime_serde")]
     pub malformed_log_interval: Duration,
+    /// Also serve IPP Get-Printer-Attributes (from the same MIB): printer
+    /// `i` on TCP `ipp_base_port + i`, `0` for ephemeral ports; off when unset.
+    pub ipp_base_port: Option<u16>,
 }
 
 impl Default for SimConfig {
@@ -79,6 +82,7 @@ impl Default for SimConfig {
             jam_probability: 0.05,
             max_response_bytes: 1472,
             malformed_log_interval: Duration::from_secs(60),
+            ipp_base_port: None,
         }
     }
 }
@@ -111,6 +115,17 @@ impl Validate for SimConfig {
                     self.base_port, self.printers
                 ),
             ));
+        }
+        if let Some(ipp) = self.ipp_base_port {
+            if usize::from(ipp) + self.printers > 65_535 {
+                return Err(contradiction(
+                    "ipp_base_port",
+                    format!(
+                        "ipp_base_port {ipp} + printers {} exceeds the TCP port range (65535)",
+                        self.printers
+                    ),
+                ));
+            }
         }
         if self.community.is_empty() {
             return Err(contradiction("community", "must not be empty"));

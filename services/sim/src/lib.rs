@@ -17,12 +17,18 @@
 //! (default 60, one wall second per sim minute), which makes toner drain,
 //! jams and empty trays visible within minutes of a demo.
 //!
+//! Optionally (`ipp_base_port`) each printer also answers IPP
+//! Get-Printer-Attributes on a TCP port, derived from the same MIB at the
+//! same step, so the edge can be checked to read the same supply levels over
+//! both protocols.
+//!
 //! Entry points: [`run`] for `fleetpulse sim` (serves until shutdown) and
 //! [`start`] for embedding (`fleetpulse up`, tests), which returns the bound
 //! addresses at once.
 
 mod agent;
 mod config;
+mod ipp;
 mod mib;
 mod model;
 #[cfg(test)]
@@ -53,8 +59,8 @@ pub enum SimError {
     /// The configuration is invalid; fix it, a retry will not help.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A printer's UDP port could not be bound.
-    #[error("printer {index}: cannot bind UDP {addr}: {source}")]
+    /// A printer's UDP port (or TCP port, for IPP) could not be bound.
+    #[error("printer {index}: cannot bind {addr}: {source}")]
     Bind {
         /// Printer index.
         index: usize,
@@ -87,6 +93,9 @@ pub struct SimPrinter {
     pub serial: String,
     /// hrDeviceDescr, e.g. "HP LaserJet Pro M404dn".
     pub model: String,
+    /// Where its IPP responder listens (`ipp_base_port` set), e.g. poll
+    /// `ipp://{ipp_addr}/ipp/print`.
+    pub ipp_addr: Option<SocketAddr>,
 }
 
 /// A started fleet. Agents stop when the shutdown token is cancelled
@@ -136,6 +145,24 @@ pub async fn start(config: SimConfig, shutdown: Shutdown) -> Result<Fleet, SimEr
         let local = socket.local_addr().map_err(bind_err)?;
         sockets.push((socket, local));
     }
+    // IPP responders (optional): bound before anything starts, like the UDP ports.
+    let mut ipp_listeners = Vec::new();
+    if let Some(base) = config.ipp_base_port {
+        for index in 0..config.printers {
+            let addr = ipp::addr(config.bind, base, index);
+            let bind_err = |source| SimError::Bind {
+                index,
+                addr,
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(bind_err)?;
+            let local = listener.local_addr().map_err(bind_err)?;
+            ipp_listeners.push((listener, local));
+        }
+    }
+    let mut ipp_listeners = ipp_listeners.into_iter();
 
     let knobs = Knobs::from_config(&config);
     let settings = Arc::new(AgentSettings {
@@ -148,11 +175,27 @@ pub async fn start(config: SimConfig, shutdown: Shutdown) -> Result<Fleet, SimEr
     let mut tasks = Vec::with_capacity(sockets.len());
     for (index, (socket, addr)) in sockets.into_iter().enumerate() {
         let printer = Printer::new(config.seed, index, knobs.clone());
+        let ipp_addr = match ipp_listeners.next() {
+            Some((listener, local)) => {
+                // Its own copy of the printer: the state is a pure function
+                // of (seed, index, step), so both protocols agree per step.
+                tasks.push(tokio::spawn(ipp::serve(
+                    listener,
+                    printer.clone(),
+                    clock.clone(),
+                    index,
+                    shutdown.clone(),
+                )));
+                Some(local)
+            }
+            None => None,
+        };
         printers.push(SimPrinter {
             addr,
             community: config.community.clone(),
             serial: printer.profile.serial.clone(),
             model: printer.profile.model.clone(),
+            ipp_addr,
         });
         tracing::debug!(index, %addr, serial = %printer.profile.serial, "simulated printer bound");
         let agent = Agent::new(index, printer, settings.clone());

@@ -346,6 +346,14 @@ pub struct DeviceTarget {
     /// SNMP community (default `public`).
     #[serde(default = "default_community")]
     pub community: String,
+    // --- IPP (see crate::ipp) ---
+    /// `snmp` (default) or `ipp`.
+    #[serde(default)]
+    pub protocol: crate::config::Protocol,
+    /// With `protocol = "ipp"`: the printer's `ipp://host[:port]/path`;
+    /// default `ipp://<address host>:631/ipp/print`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipp_url: Option<String>,
 }
 
 fn default_community() -> String {
@@ -358,6 +366,21 @@ impl DeviceTarget {
         DeviceTarget {
             address: address.into(),
             community: community.into(),
+            protocol: crate::config::Protocol::Snmp,
+            ipp_url: None,
+        }
+    }
+
+    /// The IPP URL of an IPP device: `ipp_url`, else
+    /// `ipp://<address host>:631/ipp/print`.
+    pub fn ipp_url_or_default(&self) -> String {
+        if let Some(u) = &self.ipp_url {
+            return u.clone();
+        }
+        match split_host_port(&self.address) {
+            Ok((host, _)) if host.contains(':') => format!("ipp://[{host}]:631/ipp/print"),
+            Ok((host, _)) => format!("ipp://{host}:631/ipp/print"),
+            Err(_) => format!("ipp://{}/ipp/print", self.address),
         }
     }
 }
