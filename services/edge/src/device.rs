@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::alerts::AlertRow;
 use crate::mapping::{self, oids, Identity, MibData, Status};
-use crate::snmp::{oid, split_host_port, DeviceTarget, SnmpClient, SnmpError, SnmpOptions};
+use crate::snmp::{
+    oid, split_host_port, DeviceTarget, SnmpClient, SnmpError, SnmpOptions, SnmpSession,
+};
 
 /// The normalised view of one poll: what `fleetpulse poll` prints and what
 /// the edge turns into records.
@@ -56,6 +58,15 @@ pub enum PollError {
         #[source]
         source: SnmpError,
     },
+    /// The device's credentials cannot be used (secret unreadable, bad combination).
+    #[error("{address}: {source}")]
+    Credentials {
+        /// Address as configured.
+        address: String,
+        /// What is wrong, naming the key.
+        #[source]
+        source: fleetpulse_core::config::ConfigError,
+    },
     /// The whole poll took longer than `snmp.poll_deadline`.
     #[error("{address}: poll exceeded its deadline of {deadline:?}")]
     Deadline {
@@ -71,6 +82,7 @@ impl PollError {
     pub fn is_retriable(&self) -> bool {
         match self {
             PollError::Resolve { .. } | PollError::Deadline { .. } => true,
+            PollError::Credentials { .. } => false,
             PollError::Snmp { source, .. } => source.is_retriable(),
         }
     }
@@ -80,6 +92,7 @@ impl PollError {
         match self {
             PollError::Resolve { .. } => "resolve",
             PollError::Deadline { .. } => "deadline",
+            PollError::Credentials { .. } => "credentials",
             PollError::Snmp { source, .. } => source.class(),
         }
     }
@@ -123,24 +136,51 @@ pub async fn resolve(address: &str) -> Result<SocketAddr, PollError> {
 
 /// Poll one device: identity, status, supplies, trays, counters and alerts.
 ///
-/// Bounded by `opts.poll_deadline` overall, whatever the agent does.
+/// Bounded by `opts.poll_deadline` overall, whatever the agent does. Each
+/// call starts from scratch (SNMPv3 engine discovery, full GETBULK size);
+/// the service keeps that state per device with [`poll_device_with`].
 pub async fn poll_device(
     target: &DeviceTarget,
     opts: &SnmpOptions,
 ) -> Result<DeviceSnapshot, PollError> {
-    match tokio::time::timeout(opts.poll_deadline, poll_inner(target, opts)).await {
+    poll_device_with(target, opts, &SnmpSession::new()).await
+}
+
+/// [`poll_device`] with per-target state kept across polls: adaptive
+/// GETBULK max-repetitions, the SNMPv3 engine and clock, derived keys, and
+/// the slowness/silence record behind [`SnmpSession::next_poll_delay`].
+pub async fn poll_device_with(
+    target: &DeviceTarget,
+    opts: &SnmpOptions,
+    session: &SnmpSession,
+) -> Result<DeviceSnapshot, PollError> {
+    let result = match tokio::time::timeout(opts.poll_deadline, poll_inner(target, opts, session))
+        .await
+    {
         Ok(r) => r,
         Err(_) => Err(PollError::Deadline {
             address: target.address.clone(),
             deadline: opts.poll_deadline,
         }),
-    }
+    };
+    let silent = matches!(&result, Err(e) if e.is_silence());
+    let slow = matches!(&result, Ok(s) if u128::from(s.response_ms) * 2 > opts.poll_deadline.as_millis());
+    session.record_poll(silent, slow);
+    result
 }
 
 async fn poll_inner(
     target: &DeviceTarget,
     opts: &SnmpOptions,
+    session: &SnmpSession,
 ) -> Result<DeviceSnapshot, PollError> {
+    let creds = target.credentials();
+    let security = session
+        .security(&creds, || creds.resolve("device", opts.version))
+        .map_err(|source| PollError::Credentials {
+            address: target.address.clone(),
+            source,
+        })?;
     let peer = resolve(&target.address).await?;
     let polled_at = fleetpulse_core::now_millis();
     let started = Instant::now();
@@ -148,7 +188,7 @@ async fn poll_inner(
         address: target.address.clone(),
         source,
     };
-    let mut client = SnmpClient::connect(peer, &target.community, opts)
+    let mut client = SnmpClient::connect_with(peer, security, opts, session.clone())
         .await
         .map_err(snmp_err)?;
     let mut data = MibData::default();

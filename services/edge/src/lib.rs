@@ -43,10 +43,13 @@ use fleetpulse_core::config::ConfigError;
 use fleetpulse_core::Shutdown;
 
 pub use config::{DeviceConfig, EdgeConfig};
-pub use device::{poll_device, DeviceSnapshot, PollError};
+pub use device::{poll_device, poll_device_with, DeviceSnapshot, PollError};
 pub use publish::{PublishError, Publisher};
 pub use report::render_text;
-pub use snmp::{DeviceTarget, SnmpError, SnmpOptions, SnmpVersion};
+pub use snmp::{
+    AuthProtocol, DeviceTarget, PrivProtocol, SecurityLevel, SnmpCredentials, SnmpError,
+    SnmpOptions, SnmpSession, SnmpVersion,
+};
 
 /// How long the producer may take to deliver what is queued at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);

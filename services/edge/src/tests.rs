@@ -600,16 +600,10 @@ mod end_to_end {
         let mut devices: Vec<DeviceConfig> = fleet
             .printers()
             .iter()
-            .map(|p| DeviceConfig {
-                address: p.addr.to_string(),
-                community: p.community.clone(),
-            })
+            .map(|p| DeviceConfig::new(p.addr.to_string(), p.community.clone()))
             .collect();
         for a in [good.addr, garbled.addr, silent.local_addr().unwrap()] {
-            devices.push(DeviceConfig {
-                address: a.to_string(),
-                community: "public".into(),
-            });
+            devices.push(DeviceConfig::new(a.to_string(), "public"));
         }
         std::env::set_var("FP_EDGE_E2E_SECRET", SECRET);
         let config = EdgeConfig {
