@@ -8,10 +8,12 @@ use fleetpulse_core::config::{ConfigError, Validate};
 use fleetpulse_core::kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::DiscoveryConfig;
 use crate::snmp::{split_host_port, DeviceTarget, SnmpOptions};
 
 /// One device to poll: `address` (`host[:port]`, port 161 when omitted)
-/// and `community` (default `public`). The same type is the target of
+/// and its credentials (`community`, default `public`, or SNMPv3 `user`,
+/// passwords, protocols; see [`DeviceTarget`]). The same type is the target of
 /// [`crate::poll_device`], so `fleetpulse poll` and the service agree.
 pub type DeviceConfig = DeviceTarget;
 
@@ -25,7 +27,7 @@ pub struct EdgeConfig {
     pub connector_id: String,
     /// Where the connector secret lives: `env:NAME`, `file:/path`, or inline. Required.
     pub connector_secret: String,
-    /// Devices to poll.
+    /// Devices to poll (may be empty when `discovery.targets` is set).
     pub devices: Vec<DeviceConfig>,
     /// Time between two polls of the same device.
     #[serde(with = "humantime_serde")]
@@ -44,6 +46,8 @@ pub struct EdgeConfig {
     /// After shutdown is requested, how long in-flight polls may still finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Network discovery (off unless `discovery.targets` is set).
+    pub discovery: DiscoveryConfig,
 }
 
 impl Default for EdgeConfig {
@@ -60,6 +64,7 @@ impl Default for EdgeConfig {
             metrics_addr: None,
             max_concurrent_polls: 64,
             shutdown_grace: Duration::from_secs(2),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -82,8 +87,11 @@ impl Validate for EdgeConfig {
                 return Err(bad(key, "must not be empty"));
             }
         }
-        if self.devices.is_empty() {
-            return Err(bad("devices", "at least one device is required"));
+        if self.devices.is_empty() && !self.discovery.enabled() {
+            return Err(bad(
+                "devices",
+                "at least one device (or discovery.targets) is required",
+            ));
         }
         let mut seen = HashSet::new();
         for (i, d) in self.devices.iter().enumerate() {
@@ -92,10 +100,10 @@ impl Validate for EdgeConfig {
             if !seen.insert((host.to_ascii_lowercase(), port)) {
                 return Err(bad(key, format!("duplicate address {:?}", d.address)));
             }
-            if d.community.is_empty() {
-                return Err(bad(format!("devices[{i}].community"), "must not be empty"));
-            }
+            d.credentials()
+                .validate(&format!("devices[{i}]"), self.snmp.version)?;
         }
+        self.discovery.validate(self.snmp.version)?;
         if self.poll_interval < Duration::from_secs(1) {
             return Err(bad("poll_interval", "must be at least 1s"));
         }
@@ -185,5 +193,47 @@ retries = 1
         let no_devices = "tenant_id = \"t\"\nconnector_id = \"c\"\nconnector_secret = \"x\"\n";
         let err = from_toml::<EdgeConfig>(no_devices).unwrap_err().to_string();
         assert!(err.contains("devices"), "{err}");
+    }
+
+    #[test]
+    fn snmpv3_and_discovery_keys() {
+        let v3 = format!(
+            "{BASE}\n[[devices]]\naddress = \"10.0.0.3\"\nversion = \"v3\"\nuser = \"fpuser\"\n\
+             auth_protocol = \"sha512\"\nauth_password = \"env:FP_AUTH\"\n\
+             priv_protocol = \"aes128\"\npriv_password = \"env:FP_PRIV\"\nsecurity_level = \"authPriv\"\n\
+             [discovery]\ntargets = [\"10.0.0.5\", \"10.0.0.10-10.0.0.40\", \"192.168.1.0/24\"]\n\
+             [[discovery.credentials]]\nrange = \"192.168.1.0/24\"\nuser = \"fpuser\"\nauth_password = \"env:FP_AUTH\"\n"
+        );
+        let c: EdgeConfig = from_toml(&v3).unwrap();
+        let d = &c.devices[2];
+        assert_eq!(d.version, Some(crate::SnmpVersion::V3));
+        assert_eq!(d.auth_protocol, Some(crate::AuthProtocol::Sha512));
+        assert_eq!(d.security_level, Some(crate::SecurityLevel::AuthPriv));
+        assert_eq!(c.discovery.interval, Duration::from_secs(3600));
+        assert_eq!(c.discovery.max_concurrency, 32);
+        assert_eq!(c.discovery.probes_per_second, 50);
+        assert_eq!(c.discovery.port, 161);
+        assert_eq!(
+            c.discovery.state_file,
+            std::path::PathBuf::from("./fleetpulse-data/edge-devices.json")
+        );
+
+        let no_priv = v3.replace("priv_password = \"env:FP_PRIV\"\n", "");
+        let err = from_toml::<EdgeConfig>(&no_priv).unwrap_err().to_string();
+        assert!(err.contains("devices[2].priv_password"), "{err}");
+        let too_big = v3.replace("192.168.1.0/24\"]", "10.0.0.0/8\"]");
+        let err = from_toml::<EdgeConfig>(&too_big).unwrap_err().to_string();
+        assert!(err.contains("discovery.targets[2]"), "{err}");
+        let bad_range = v3.replace("range = \"192.168.1.0/24\"", "range = \"nope\"");
+        let err = from_toml::<EdgeConfig>(&bad_range).unwrap_err().to_string();
+        assert!(err.contains("discovery.credentials[0].range"), "{err}");
+        let v2_user = v3.replace("version = \"v3\"", "version = \"v2c\"");
+        let err = from_toml::<EdgeConfig>(&v2_user).unwrap_err().to_string();
+        assert!(err.contains("devices[2].user"), "{err}");
+
+        // Discovery alone is enough to run.
+        let only_discovery = "tenant_id = \"t\"\nconnector_id = \"c\"\nconnector_secret = \"x\"\n\
+                              [discovery]\ntargets = [\"10.0.0.0/24\"]\n";
+        from_toml::<EdgeConfig>(only_discovery).unwrap();
     }
 }

@@ -154,17 +154,17 @@ pub async fn poll_device_with(
     opts: &SnmpOptions,
     session: &SnmpSession,
 ) -> Result<DeviceSnapshot, PollError> {
-    let result = match tokio::time::timeout(opts.poll_deadline, poll_inner(target, opts, session))
-        .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(PollError::Deadline {
-            address: target.address.clone(),
-            deadline: opts.poll_deadline,
-        }),
-    };
+    let result =
+        match tokio::time::timeout(opts.poll_deadline, poll_inner(target, opts, session)).await {
+            Ok(r) => r,
+            Err(_) => Err(PollError::Deadline {
+                address: target.address.clone(),
+                deadline: opts.poll_deadline,
+            }),
+        };
     let silent = matches!(&result, Err(e) if e.is_silence());
-    let slow = matches!(&result, Ok(s) if u128::from(s.response_ms) * 2 > opts.poll_deadline.as_millis());
+    let slow =
+        matches!(&result, Ok(s) if u128::from(s.response_ms) * 2 > opts.poll_deadline.as_millis());
     session.record_poll(silent, slow);
     result
 }

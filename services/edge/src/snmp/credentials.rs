@@ -71,8 +71,12 @@ fn bad(key: String, reason: impl Into<String>) -> ConfigError {
 /// with SNMP's 8-character minimum instead of 16 bytes.
 fn resolve_password(key: String, spec: &str) -> Result<Vec<u8>, ConfigError> {
     let value = if let Some(name) = spec.strip_prefix("env:") {
-        std::env::var(name)
-            .map_err(|_| bad(key.clone(), format!("environment variable {name} is not set")))?
+        std::env::var(name).map_err(|_| {
+            bad(
+                key.clone(),
+                format!("environment variable {name} is not set"),
+            )
+        })?
     } else if let Some(path) = spec.strip_prefix("file:") {
         std::fs::read_to_string(path)
             .map_err(|e| bad(key.clone(), format!("cannot read {path}: {e}")))?
@@ -244,7 +248,10 @@ mod tests {
             user: None,
             ..v3()
         };
-        let e = no_user.validate("d", SnmpVersion::V2c).unwrap_err().to_string();
+        let e = no_user
+            .validate("d", SnmpVersion::V2c)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("d.user"), "{e}");
 
         let v2_with_pw = SnmpCredentials {
@@ -272,7 +279,10 @@ mod tests {
             auth_password: Some("short".into()),
             ..v3()
         };
-        let e = short.resolve("d", SnmpVersion::V2c).unwrap_err().to_string();
+        let e = short
+            .resolve("d", SnmpVersion::V2c)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("d.auth_password"), "{e}");
         let e = SnmpCredentials {
             auth_password: Some("env:FP_TEST_SURELY_UNSET_VAR".into()),

@@ -344,7 +344,10 @@ async fn snmpv3_resyncs_clock_and_rediscovers_engine() {
         e.time = e.time.saturating_add(600);
         e.id.clone()
     };
-    let got = client.get(&[oid(SYS_NAME)]).await.expect("get after resync");
+    let got = client
+        .get(&[oid(SYS_NAME)])
+        .await
+        .expect("get after resync");
     assert_eq!(got[0].1, SnmpValue::OctetString(b"fp-agent".to_vec()));
     let drift = session
         .lock()
@@ -361,9 +364,15 @@ async fn snmpv3_resyncs_clock_and_rediscovers_engine() {
         e.id = b"\x80\x00\x1f\x88\x04stale-engine".to_vec();
         s.keys = None;
     }
-    let got = client.get(&[oid(SYS_NAME)]).await.expect("get after rediscovery");
+    let got = client
+        .get(&[oid(SYS_NAME)])
+        .await
+        .expect("get after rediscovery");
     assert_eq!(got[0].1, SnmpValue::OctetString(b"fp-agent".to_vec()));
-    assert_eq!(session.lock().engine.as_ref().map(|e| e.id.clone()), Some(real_id));
+    assert_eq!(
+        session.lock().engine.as_ref().map(|e| e.id.clone()),
+        Some(real_id)
+    );
 }
 
 #[test]

@@ -28,9 +28,7 @@ impl SnmpClient {
             let response = match version {
                 SnmpVersion::V2c | SnmpVersion::V3 => {
                     let reps = self.session().repetitions(max_repetitions);
-                    let r = self
-                        .get_bulk(std::slice::from_ref(&cursor), 0, reps)
-                        .await;
+                    let r = self.get_bulk(std::slice::from_ref(&cursor), 0, reps).await;
                     match &r {
                         Ok(_) => self.session().bulk_succeeded(max_repetitions),
                         Err(SnmpError::Agent { status: 1, .. })
