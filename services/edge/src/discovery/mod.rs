@@ -20,6 +20,8 @@
 mod probe;
 mod store;
 mod targets;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;

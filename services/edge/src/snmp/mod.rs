@@ -14,6 +14,8 @@
 mod client;
 mod credentials;
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 pub(crate) mod netsnmp_tests;
 mod session;
 pub mod usm;

@@ -49,6 +49,20 @@ fn free_udp_port(ip: &str) -> u16 {
 impl Snmpd {
     /// Start snmpd on `ip:<free port>` with our users and `extra` config lines.
     pub(crate) async fn start(ip: &str, extra: &str) -> Snmpd {
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_udp_port(ip);
+            let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+            match Snmpd::start_at(addr, extra).await {
+                Ok(s) => return s,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("snmpd did not start: {last_err}");
+    }
+
+    /// Start snmpd on exactly `addr`.
+    pub(crate) async fn start_at(addr: std::net::SocketAddr, extra: &str) -> Result<Snmpd, String> {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let conf = dir.path().join("snmpd.conf");
         std::fs::write(
@@ -67,53 +81,46 @@ impl Snmpd {
             ),
         )
         .expect("write snmpd.conf");
+        let child = Command::new(SNMPD)
+            .env("MIBS", "")
+            .env("MIBDIRS", "/nonexistent")
+            .arg("-f")
+            .arg("-Lf")
+            .arg(dir.path().join("snmpd.log"))
+            .arg("-C")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path().join("snmpd.pid"))
+            .arg(format!("--persistentDir={}", dir.path().display()))
+            .arg("-I")
+            .arg("-smux")
+            .arg(format!("udp:{addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn snmpd");
+        let mut snmpd = Snmpd {
+            child,
+            addr,
+            _dir: dir.clone(),
+        };
         let mut last_err = String::new();
-        for _ in 0..5 {
-            let port = free_udp_port(ip);
-            let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("addr");
-            let child = Command::new(SNMPD)
-                .env("MIBS", "")
-                .env("MIBDIRS", "/nonexistent")
-                .arg("-f")
-                .arg("-Lf")
-                .arg(dir.path().join("snmpd.log"))
-                .arg("-C")
-                .arg("-c")
-                .arg(&conf)
-                .arg("-p")
-                .arg(dir.path().join("snmpd.pid"))
-                .arg(format!("--persistentDir={}", dir.path().display()))
-                .arg("-I")
-                .arg("-smux")
-                .arg(format!("udp:{addr}"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn snmpd");
-            let mut snmpd = Snmpd {
-                child,
-                addr,
-                _dir: dir.clone(),
-            };
-            // Wait until it answers (v3 engine discovery through our client).
-            for _ in 0..100 {
-                if let Ok(Some(_)) = snmpd.child.try_wait() {
-                    break;
-                }
-                let mut c = client(addr, "fpuser", true, AuthProtocol::Sha256).await;
-                match c.get(&[oid(SYS_NAME)]).await {
-                    Ok(_) => {
-                        return snmpd;
-                    }
-                    Err(e) => last_err = e.to_string(),
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        // Wait until it answers (v3 engine discovery through our client).
+        for _ in 0..100 {
+            if let Ok(Some(_)) = snmpd.child.try_wait() {
+                break;
             }
-            let log = std::fs::read_to_string(dir.path().join("snmpd.log")).unwrap_or_default();
-            last_err = format!("{last_err}; log: {log}");
+            let mut c = client(addr, "fpuser", true, AuthProtocol::Sha256).await;
+            match c.get(&[oid(SYS_NAME)]).await {
+                Ok(_) => return Ok(snmpd),
+                Err(e) => last_err = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("snmpd did not start: {last_err}");
+        let log = std::fs::read_to_string(dir.path().join("snmpd.log")).unwrap_or_default();
+        Err(format!("{last_err}; log: {log}"))
     }
 }
 
