@@ -131,3 +131,188 @@ fn poll_prints_what_net_snmp_reads() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// net-snmp's agent with one SNMPv3 user, killed on drop.
+struct Snmpd {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Snmpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Snmpd {
+    fn start() -> Snmpd {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("snmpd.conf");
+        std::fs::write(
+            &conf,
+            "createUser fpuser SHA-256 \"authpass123\" AES \"privpass123\"\n\
+             rouser fpuser authpriv\n\
+             sysName fp-v3-agent\n",
+        )
+        .unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("/usr/sbin/snmpd")
+            .env("MIBS", "")
+            .env("MIBDIRS", "/nonexistent")
+            .arg("-f")
+            .arg("-Lf")
+            .arg(dir.path().join("snmpd.log"))
+            .arg("-C")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path().join("snmpd.pid"))
+            .arg(format!("--persistentDir={}", dir.path().display()))
+            .args(["-I", "-smux"])
+            .arg(format!("udp:127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn snmpd");
+        Snmpd {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// sysName/sysDescr read by net-snmp's own SNMPv3 client.
+    fn netsnmp_get(&self, oid: &str) -> Option<String> {
+        let out = Command::new("snmpget")
+            .args([
+                "-v3",
+                "-l",
+                "authPriv",
+                "-u",
+                "fpuser",
+                "-a",
+                "SHA-256",
+                "-A",
+                "authpass123",
+                "-x",
+                "AES",
+                "-X",
+                "privpass123",
+                "-Oqv",
+                "-t",
+                "1",
+                "-r",
+                "1",
+            ])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(oid)
+            .env("MIBS", "")
+            .output()
+            .ok()?;
+        out.status.success().then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .trim_matches('"')
+                .to_string()
+        })
+    }
+}
+
+#[test]
+fn poll_snmpv3_flags_against_net_snmp_agent() {
+    let have_tools = std::path::Path::new("/usr/sbin/snmpd").exists()
+        && Command::new("snmpget").arg("--version").output().is_ok();
+    if !have_tools {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have net-snmp (apt-get install snmp snmpd)"
+        );
+        eprintln!("skipped: net-snmp's snmpd/snmpget are not installed");
+        return;
+    }
+    let bin = fleetpulse_bin();
+    let agent = Snmpd::start();
+    let start = Instant::now();
+    let sys_name = loop {
+        if let Some(s) = agent.netsnmp_get("1.3.6.1.2.1.1.5.0") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "snmpd did not answer net-snmp's snmpget"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(sys_name, "fp-v3-agent");
+    let addr = format!("127.0.0.1:{}", agent.port);
+    let v3 = |auth: &str, extra: &[&str]| {
+        Command::new(&bin)
+            .args(["poll", &addr, "--snmp-version", "v3", "--user", "fpuser"])
+            .args([
+                "--auth-protocol",
+                "sha256",
+                "--auth-password",
+                "env:FP_POLL_AUTH",
+            ])
+            .args(extra)
+            .args(["--timeout", "500ms", "--retries", "0"])
+            .env("FP_POLL_AUTH", auth)
+            .env("FP_POLL_PRIV", "privpass123")
+            .output()
+            .unwrap()
+    };
+
+    let out = v3(
+        "authpass123",
+        &[
+            "--priv-password",
+            "env:FP_POLL_PRIV",
+            "--security-level",
+            "authPriv",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("poll --json prints JSON");
+    assert_eq!(v["identity"]["sys_name"], "fp-v3-agent", "{v}");
+    assert_eq!(v["protocol"], "snmp", "{v}");
+    let descr = agent.netsnmp_get("1.3.6.1.2.1.1.1.0").expect("sysDescr");
+    assert_eq!(v["identity"]["sys_descr"], descr.as_str(), "{v}");
+
+    // A wrong auth password: the agent's report, not a timeout.
+    let bad = v3("wrongpass123", &["--priv-password", "env:FP_POLL_PRIV"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // authPriv without a privacy password: refused before any packet, naming the setting.
+    let incomplete = v3("authpass123", &["--security-level", "authPriv"]);
+    assert!(!incomplete.status.success());
+    let err = String::from_utf8_lossy(&incomplete.stderr);
+    assert!(err.contains("priv_password"), "{err}");
+
+    // SNMP flags on an IPP URL are a usage error.
+    let ipp = Command::new(&bin)
+        .args(["poll", "ipp://127.0.0.1:9/ipp/print", "--user", "fpuser"])
+        .output()
+        .unwrap();
+    assert!(!ipp.status.success());
+    assert!(
+        String::from_utf8_lossy(&ipp.stderr).contains("IPP URL"),
+        "{}",
+        String::from_utf8_lossy(&ipp.stderr)
+    );
+}

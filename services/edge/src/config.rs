@@ -8,6 +8,7 @@ use fleetpulse_core::config::{ConfigError, Validate};
 use fleetpulse_core::kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::DiscoveryConfig;
 use crate::ipp::{IppOptions, IppTarget};
 use crate::snmp::{split_host_port, DeviceTarget, SnmpOptions};
 
@@ -15,7 +16,7 @@ use crate::snmp::{split_host_port, DeviceTarget, SnmpOptions};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// SNMP v1/v2c (the `[snmp]` options).
+    /// SNMP v1/v2c/v3 (the `[snmp]` options, the device's credentials).
     #[default]
     Snmp,
     /// IPP Get-Printer-Attributes (the `[ipp]` options, `ipp_url`).
@@ -23,10 +24,12 @@ pub enum Protocol {
 }
 
 /// One device to poll: `address` (`host[:port]`, port 161 when omitted)
-/// and `community` (default `public`). The same type is the target of
+/// and its credentials (`community`, default `public`, or SNMPv3 `user`,
+/// passwords, protocols; see [`DeviceTarget`]). The same type is the target of
 /// [`crate::poll_device`], so `fleetpulse poll` and the service agree.
 /// `protocol = "ipp"` polls it with IPP instead, at `ipp_url` (default
-/// `ipp://<address host>:631/ipp/print`; see [`crate::ipp`]).
+/// `ipp://<address host>:631/ipp/print`; see [`crate::ipp`]); SNMP settings
+/// (`version`, `user`, passwords, ...) are then an error.
 pub type DeviceConfig = DeviceTarget;
 
 /// Configuration of `fleetpulse edge`.
@@ -39,7 +42,7 @@ pub struct EdgeConfig {
     pub connector_id: String,
     /// Where the connector secret lives: `env:NAME`, `file:/path`, or inline. Required.
     pub connector_secret: String,
-    /// Devices to poll.
+    /// Devices to poll (may be empty when `discovery.targets` is set).
     pub devices: Vec<DeviceConfig>,
     /// Time between two polls of the same device.
     #[serde(with = "humantime_serde")]
@@ -60,6 +63,8 @@ pub struct EdgeConfig {
     /// After shutdown is requested, how long in-flight polls may still finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Network discovery (off unless `discovery.targets` is set).
+    pub discovery: DiscoveryConfig,
 }
 
 impl Default for EdgeConfig {
@@ -77,6 +82,7 @@ impl Default for EdgeConfig {
             metrics_addr: None,
             max_concurrent_polls: 64,
             shutdown_grace: Duration::from_secs(2),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -86,6 +92,28 @@ fn bad(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         key: key.into(),
         reason: reason.into(),
     }
+}
+
+/// An IPP device carries no SNMP settings: a `user` or password on it is a
+/// mistake (probably meant for an SNMP entry), so it is named, not ignored.
+fn reject_snmp_settings(i: usize, d: &DeviceConfig) -> Result<(), ConfigError> {
+    for (k, set) in [
+        ("version", d.version.is_some()),
+        ("user", d.user.is_some()),
+        ("security_level", d.security_level.is_some()),
+        ("auth_protocol", d.auth_protocol.is_some()),
+        ("auth_password", d.auth_password.is_some()),
+        ("priv_protocol", d.priv_protocol.is_some()),
+        ("priv_password", d.priv_password.is_some()),
+    ] {
+        if set {
+            return Err(bad(
+                format!("devices[{i}].{k}"),
+                "is an SNMP setting but protocol is \"ipp\"",
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Validate for EdgeConfig {
@@ -99,8 +127,11 @@ impl Validate for EdgeConfig {
                 return Err(bad(key, "must not be empty"));
             }
         }
-        if self.devices.is_empty() {
-            return Err(bad("devices", "at least one device is required"));
+        if self.devices.is_empty() && !self.discovery.enabled() {
+            return Err(bad(
+                "devices",
+                "at least one device (or discovery.targets) is required",
+            ));
         }
         let mut seen = HashSet::new();
         for (i, d) in self.devices.iter().enumerate() {
@@ -124,10 +155,14 @@ impl Validate for EdgeConfig {
             if !seen.insert(identity) {
                 return Err(bad(key, format!("duplicate address {:?}", d.address)));
             }
-            if d.community.is_empty() {
-                return Err(bad(format!("devices[{i}].community"), "must not be empty"));
+            match d.protocol {
+                Protocol::Snmp => d
+                    .credentials()
+                    .validate(&format!("devices[{i}]"), self.snmp.version)?,
+                Protocol::Ipp => reject_snmp_settings(i, d)?,
             }
         }
+        self.discovery.validate(self.snmp.version)?;
         if self.poll_interval < Duration::from_secs(1) {
             return Err(bad("poll_interval", "must be at least 1s"));
         }
@@ -264,5 +299,65 @@ retries = 1
         assert!(e.contains("devices[3].address"), "{e}");
         let e = err(format!("{BASE}\n[ipp]\ntimeout = \"0s\"\n"));
         assert!(e.contains("ipp.timeout"), "{e}");
+        // SNMPv3 settings on an IPP device are named, not ignored.
+        let e = err(format!(
+            "{BASE}\n[[devices]]\naddress = \"h\"\nprotocol = \"ipp\"\nuser = \"fpuser\"\nauth_password = \"env:FP_AUTH\"\n"
+        ));
+        assert!(e.contains("devices[2].user") && e.contains("ipp"), "{e}");
+        let e = err(format!(
+            "{BASE}\n[[devices]]\naddress = \"h\"\nprotocol = \"ipp\"\nversion = \"v2c\"\n"
+        ));
+        assert!(e.contains("devices[2].version"), "{e}");
+        // The same printer over SNMPv3 and over IPP: two entries, both valid.
+        let both = format!(
+            "{BASE}\n[[devices]]\naddress = \"10.0.0.7\"\nuser = \"fpuser\"\nauth_password = \"env:FP_AUTH\"\n\
+             [[devices]]\naddress = \"10.0.0.7\"\nprotocol = \"ipp\"\n"
+        );
+        let c: EdgeConfig = from_toml(&both).unwrap();
+        assert_eq!(c.devices[2].protocol, Protocol::Snmp);
+        assert_eq!(c.devices[2].version, None);
+        assert_eq!(c.devices[3].protocol, Protocol::Ipp);
+    }
+
+    #[test]
+    fn snmpv3_and_discovery_keys() {
+        let v3 = format!(
+            "{BASE}\n[[devices]]\naddress = \"10.0.0.3\"\nversion = \"v3\"\nuser = \"fpuser\"\n\
+             auth_protocol = \"sha512\"\nauth_password = \"env:FP_AUTH\"\n\
+             priv_protocol = \"aes128\"\npriv_password = \"env:FP_PRIV\"\nsecurity_level = \"authPriv\"\n\
+             [discovery]\ntargets = [\"10.0.0.5\", \"10.0.0.10-10.0.0.40\", \"192.168.1.0/24\"]\n\
+             [[discovery.credentials]]\nrange = \"192.168.1.0/24\"\nuser = \"fpuser\"\nauth_password = \"env:FP_AUTH\"\n"
+        );
+        let c: EdgeConfig = from_toml(&v3).unwrap();
+        let d = &c.devices[2];
+        assert_eq!(d.version, Some(crate::SnmpVersion::V3));
+        assert_eq!(d.auth_protocol, Some(crate::AuthProtocol::Sha512));
+        assert_eq!(d.security_level, Some(crate::SecurityLevel::AuthPriv));
+        assert_eq!(c.discovery.interval, Duration::from_secs(3600));
+        assert_eq!(c.discovery.max_concurrency, 32);
+        assert_eq!(c.discovery.probes_per_second, 50);
+        assert_eq!(c.discovery.port, 161);
+        assert_eq!(
+            c.discovery.state_file,
+            std::path::PathBuf::from("./fleetpulse-data/edge-devices.json")
+        );
+
+        let no_priv = v3.replace("priv_password = \"env:FP_PRIV\"\n", "");
+        let err = from_toml::<EdgeConfig>(&no_priv).unwrap_err().to_string();
+        assert!(err.contains("devices[2].priv_password"), "{err}");
+        let too_big = v3.replace("192.168.1.0/24\"]", "10.0.0.0/8\"]");
+        let err = from_toml::<EdgeConfig>(&too_big).unwrap_err().to_string();
+        assert!(err.contains("discovery.targets[2]"), "{err}");
+        let bad_range = v3.replace("range = \"192.168.1.0/24\"", "range = \"nope\"");
+        let err = from_toml::<EdgeConfig>(&bad_range).unwrap_err().to_string();
+        assert!(err.contains("discovery.credentials[0].range"), "{err}");
+        let v2_user = v3.replace("version = \"v3\"", "version = \"v2c\"");
+        let err = from_toml::<EdgeConfig>(&v2_user).unwrap_err().to_string();
+        assert!(err.contains("devices[2].user"), "{err}");
+
+        // Discovery alone is enough to run.
+        let only_discovery = "tenant_id = \"t\"\nconnector_id = \"c\"\nconnector_secret = \"x\"\n\
+                              [discovery]\ntargets = [\"10.0.0.0/24\"]\n";
+        from_toml::<EdgeConfig>(only_discovery).unwrap();
     }
 }

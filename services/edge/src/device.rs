@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::alerts::AlertRow;
 use crate::mapping::{self, oids, Identity, MibData, Status};
-use crate::snmp::{oid, split_host_port, DeviceTarget, SnmpClient, SnmpError, SnmpOptions};
+use crate::snmp::{
+    oid, split_host_port, DeviceTarget, SnmpClient, SnmpError, SnmpOptions, SnmpSession,
+};
 
 /// The normalised view of one poll: what `fleetpulse poll` prints and what
 /// the edge turns into records.
@@ -67,6 +69,15 @@ pub enum PollError {
         #[source]
         source: crate::ipp::IppError,
     },
+    /// The device's credentials cannot be used (secret unreadable, bad combination).
+    #[error("{address}: {source}")]
+    Credentials {
+        /// Address as configured.
+        address: String,
+        /// What is wrong, naming the key.
+        #[source]
+        source: fleetpulse_core::config::ConfigError,
+    },
     /// The whole poll took longer than `snmp.poll_deadline`.
     #[error("{address}: poll exceeded its deadline of {deadline:?}")]
     Deadline {
@@ -82,6 +93,7 @@ impl PollError {
     pub fn is_retriable(&self) -> bool {
         match self {
             PollError::Resolve { .. } | PollError::Deadline { .. } => true,
+            PollError::Credentials { .. } => false,
             PollError::Snmp { source, .. } => source.is_retriable(),
             PollError::Ipp { source, .. } => source.is_retriable(),
         }
@@ -92,6 +104,7 @@ impl PollError {
         match self {
             PollError::Resolve { .. } => "resolve",
             PollError::Deadline { .. } => "deadline",
+            PollError::Credentials { .. } => "credentials",
             PollError::Snmp { source, .. } => source.class(),
             PollError::Ipp { source, .. } => source.class(),
         }
@@ -139,24 +152,51 @@ pub async fn resolve(address: &str) -> Result<SocketAddr, PollError> {
 
 /// Poll one device: identity, status, supplies, trays, counters and alerts.
 ///
-/// Bounded by `opts.poll_deadline` overall, whatever the agent does.
+/// Bounded by `opts.poll_deadline` overall, whatever the agent does. Each
+/// call starts from scratch (SNMPv3 engine discovery, full GETBULK size);
+/// the service keeps that state per device with [`poll_device_with`].
 pub async fn poll_device(
     target: &DeviceTarget,
     opts: &SnmpOptions,
 ) -> Result<DeviceSnapshot, PollError> {
-    match tokio::time::timeout(opts.poll_deadline, poll_inner(target, opts)).await {
-        Ok(r) => r,
-        Err(_) => Err(PollError::Deadline {
-            address: target.address.clone(),
-            deadline: opts.poll_deadline,
-        }),
-    }
+    poll_device_with(target, opts, &SnmpSession::new()).await
+}
+
+/// [`poll_device`] with per-target state kept across polls: adaptive
+/// GETBULK max-repetitions, the SNMPv3 engine and clock, derived keys, and
+/// the slowness/silence record behind [`SnmpSession::next_poll_delay`].
+pub async fn poll_device_with(
+    target: &DeviceTarget,
+    opts: &SnmpOptions,
+    session: &SnmpSession,
+) -> Result<DeviceSnapshot, PollError> {
+    let result =
+        match tokio::time::timeout(opts.poll_deadline, poll_inner(target, opts, session)).await {
+            Ok(r) => r,
+            Err(_) => Err(PollError::Deadline {
+                address: target.address.clone(),
+                deadline: opts.poll_deadline,
+            }),
+        };
+    let silent = matches!(&result, Err(e) if e.is_silence());
+    let slow =
+        matches!(&result, Ok(s) if u128::from(s.response_ms) * 2 > opts.poll_deadline.as_millis());
+    session.record_poll(silent, slow);
+    result
 }
 
 async fn poll_inner(
     target: &DeviceTarget,
     opts: &SnmpOptions,
+    session: &SnmpSession,
 ) -> Result<DeviceSnapshot, PollError> {
+    let creds = target.credentials();
+    let security = session
+        .security(&creds, || creds.resolve("device", opts.version))
+        .map_err(|source| PollError::Credentials {
+            address: target.address.clone(),
+            source,
+        })?;
     let peer = resolve(&target.address).await?;
     let polled_at = fleetpulse_core::now_millis();
     let started = Instant::now();
@@ -164,7 +204,7 @@ async fn poll_inner(
         address: target.address.clone(),
         source,
     };
-    let mut client = SnmpClient::connect(peer, &target.community, opts)
+    let mut client = SnmpClient::connect_with(peer, security, opts, session.clone())
         .await
         .map_err(snmp_err)?;
     let mut data = MibData::default();
@@ -210,15 +250,19 @@ pub(crate) fn snapshot_from(
 
 // --- IPP (protocol = "ipp" devices) ---------------------------------------
 
-/// Poll a configured device over its protocol: SNMP with `snmp`, or IPP
-/// Get-Printer-Attributes with `ipp` (see [`crate::config::Protocol`]).
+/// Poll a configured device over its protocol: SNMP (v1/v2c/v3) with `snmp`
+/// and the device's per-device `session` (adaptive GETBULK, SNMPv3 engine,
+/// backoff record; see [`poll_device_with`]), or IPP Get-Printer-Attributes
+/// with `ipp` (see [`crate::config::Protocol`]). IPP polls do not touch
+/// `session`, so an IPP device keeps the plain poll interval.
 pub async fn poll_configured(
     device: &crate::config::DeviceConfig,
     snmp: &SnmpOptions,
     ipp: &crate::ipp::IppOptions,
+    session: &SnmpSession,
 ) -> Result<DeviceSnapshot, PollError> {
     match device.protocol {
-        crate::config::Protocol::Snmp => poll_device(device, snmp).await,
+        crate::config::Protocol::Snmp => poll_device_with(device, snmp, session).await,
         crate::config::Protocol::Ipp => {
             let ipp_err = |source| PollError::Ipp {
                 address: device.address.clone(),

@@ -1,4 +1,4 @@
-//! The fleetpulse edge connector: polls printers over SNMP, publishes signed records to Kafka.
+//! The fleetpulse edge connector: polls printers over SNMP or IPP, publishes signed records to Kafka.
 //!
 //! Why it looks the way it does:
 //!
@@ -18,18 +18,27 @@
 //!   processor rejects what it cannot verify. Garbled device responses go to
 //!   the dead-letter topic as evidence instead of being silently dropped.
 //! - **Silence is a signal.** A device that does not answer produces no
-//!   records; the alerter notices the missing heartbeats.
-//!
+//!   records; the alerter notices the missing heartbeats. Slow or silent
+//!   agents are polled less often (per-device backoff) so an overloaded
+//!   printer is not hammered.
+//! - **Credentials are per device.** v1/v2c communities or SNMPv3 USM users
+//!   (SHA-2 auth, AES privacy), per device or per discovery range; wrong
+//!   credentials are reported as such, not as silence.
+//! - **Fleets change.** [`discovery`] sweeps configured ranges politely,
+//!   keeps only printers, and follows a printer by serial across address
+//!   changes and restarts (discovered devices are polled over SNMP).
 //! - **IPP too.** Printers with SNMP off still answer IPP; [`ipp`] reads
 //!   Get-Printer-Attributes into the same snapshot, so both protocols give
 //!   the same records (`protocol = "ipp"` on a device).
 //!
 //! Entry points: [`run`] for the service, [`poll_device`] / [`poll_ipp`] +
-//! [`render_text`] for `fleetpulse poll`.
+//! [`render_text`] for `fleetpulse poll`; [`poll_configured`] polls a
+//! configured device over its protocol.
 
 pub mod alerts;
 pub mod config;
 pub mod device;
+pub mod discovery;
 pub mod ipp;
 pub mod mapping;
 mod poller;
@@ -40,7 +49,6 @@ pub mod snmp;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,11 +56,14 @@ use fleetpulse_core::config::ConfigError;
 use fleetpulse_core::Shutdown;
 
 pub use config::{DeviceConfig, EdgeConfig};
-pub use device::{poll_configured, poll_device, DeviceSnapshot, PollError};
+pub use device::{poll_configured, poll_device, poll_device_with, DeviceSnapshot, PollError};
 pub use ipp::{poll_ipp, IppError, IppOptions, IppTarget};
 pub use publish::{PublishError, Publisher};
 pub use report::render_text;
-pub use snmp::{DeviceTarget, SnmpError, SnmpOptions, SnmpVersion};
+pub use snmp::{
+    AuthProtocol, DeviceTarget, PrivProtocol, SecurityLevel, SnmpCredentials, SnmpError,
+    SnmpOptions, SnmpSession, SnmpVersion,
+};
 
 /// How long the producer may take to deliver what is queued at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,9 +109,23 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
             .await
             .map_err(EdgeError::Metrics)?;
     }
+    // Read every SNMPv3 secret now: a missing env var fails at start, naming the key.
+    for (i, d) in config.devices.iter().enumerate() {
+        if d.protocol != config::Protocol::Snmp {
+            continue;
+        }
+        d.credentials()
+            .resolve(&format!("devices[{i}]"), config.snmp.version)?;
+    }
+    let discovery = if config.discovery.enabled() {
+        Some(discovery::Discovery::new(&config.discovery, &config.snmp)?)
+    } else {
+        None
+    };
     let (publisher, ack) = Publisher::new(&config.kafka, &secret, &config.connector_id)?;
     tracing::info!(
         devices = config.devices.len(),
+        discovery = config.discovery.enabled(),
         poll_interval = ?config.poll_interval,
         connector_id = %config.connector_id,
         compression = publisher.compression(),
@@ -117,13 +142,22 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
         ipp: config.ipp.clone(),
         poll_interval: config.poll_interval,
         shutdown_grace: config.shutdown_grace,
-        reachable: config
-            .devices
-            .iter()
-            .map(|_| AtomicBool::new(false))
-            .collect(),
+        reachable: Default::default(),
+        registry: Default::default(),
     });
-    poller::run_tasks(&config, shared, shutdown).await;
+    let (found, discovery_task) = match discovery {
+        Some(d) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            let task = tokio::spawn(discovery::run(d, tx, shutdown.clone()));
+            (Some(rx), Some(task))
+        }
+        None => (None, None),
+    };
+    poller::run_tasks(&config, shared, shutdown, found).await;
+    if let Some(task) = discovery_task {
+        // A sweep stops starting probes at shutdown; in-flight ones end within their timeouts.
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, task).await;
+    }
     tracing::info!("edge connector stopping: flushing Kafka producer");
     let p = publisher.clone();
     let _ = tokio::task::spawn_blocking(move || p.flush(FLUSH_TIMEOUT)).await;

@@ -4,14 +4,28 @@
 //! Each device task sleeps a deterministic offset inside the first interval
 //! (a hash of its address) before its first poll, so 10 000 devices spread
 //! over the interval instead of bursting at start. A device's polls never
-//! overlap (its task awaits one before the next tick), and a slow device
+//! overlap (its task awaits one before the next), and a slow device
 //! cannot delay others beyond its semaphore permit, which is bounded by the
 //! poll deadline.
+//!
+//! Per-device backoff: each task keeps an [`SnmpSession`] (adaptive GETBULK
+//! size, SNMPv3 engine). After an SNMP poll that got no answer the next one
+//! waits `poll_interval × 2^n` (n silent polls in a row, at most 8×); after a
+//! slow poll (over half of `snmp.poll_deadline`) it waits `2 × poll_interval`.
+//! IPP devices (`protocol = "ipp"`) are polled every `poll_interval`.
+//!
+//! Discovered devices (see [`crate::discovery`]) are SNMP devices with their own tasks, polled
+//! at once; a discovered serial that moves to a new address keeps its task
+//! (and alert state), which switches address at its next poll. A device is
+//! polled once even when configured and discovered: discovery skips
+//! configured addresses and serials, and a discovered task stops when a
+//! configured device turns out to have the same serial.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse_core::records::{
@@ -19,14 +33,15 @@ use fleetpulse_core::records::{
     SCHEMA_VERSION,
 };
 use fleetpulse_core::{new_event_id, Shutdown};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::alerts::{AlertRow, AlertTracker};
-use crate::config::{DeviceConfig, EdgeConfig};
+use crate::config::EdgeConfig;
 use crate::device::{poll_configured, DeviceSnapshot, PollError};
+use crate::discovery::Discovered;
 use crate::publish::{PublishError, Publisher};
-use crate::snmp::SnmpOptions;
+use crate::snmp::{split_host_port, SnmpOptions, SnmpSession};
 
 /// Envelope values shared by every record of one connector.
 #[derive(Debug, Clone)]
@@ -217,28 +232,73 @@ pub(crate) struct Shared {
     pub(crate) ipp: crate::ipp::IppOptions,
     pub(crate) poll_interval: Duration,
     pub(crate) shutdown_grace: Duration,
-    pub(crate) reachable: Vec<AtomicBool>,
+    /// One flag per device task (configured and discovered).
+    pub(crate) reachable: Mutex<Vec<Arc<AtomicBool>>>,
+    /// Who polls which serial (dedupe of configured and discovered devices).
+    pub(crate) registry: Mutex<Registry>,
 }
 
-/// Poll one device forever (until shutdown).
-pub(crate) async fn device_task(
-    i: usize,
-    device: DeviceConfig,
-    shared: Arc<Shared>,
-    shutdown: Shutdown,
-) {
-    let offset = start_offset(&device.address, shared.poll_interval);
+impl Shared {
+    /// (devices, devices reachable at their last poll).
+    fn reachable_counts(&self) -> (usize, usize) {
+        let r = self.reachable.lock().unwrap_or_else(|p| p.into_inner());
+        let up = r.iter().filter(|f| f.load(Ordering::Relaxed)).count();
+        (r.len(), up)
+    }
+}
+
+/// Which device task polls what.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    /// Configured addresses, normalised `host:port`.
+    configured_addresses: HashSet<String>,
+    /// Serials polled by configured device tasks (known after their first poll).
+    configured_serials: HashSet<String>,
+    /// Discovered device tasks by serial: where to send a new address.
+    discovered: HashMap<String, watch::Sender<crate::DeviceTarget>>,
+}
+
+fn normalised(address: &str) -> String {
+    match split_host_port(address) {
+        Ok((h, p)) => format!("{}:{p}", h.to_ascii_lowercase()),
+        Err(_) => address.to_string(),
+    }
+}
+
+/// One device task's inputs.
+pub(crate) struct Slot {
+    /// Current target (discovery may change the address).
+    target: watch::Receiver<crate::DeviceTarget>,
+    /// This task's reachability flag.
+    reachable: Arc<AtomicBool>,
+    /// The serial a discovered device was found with (None: configured).
+    discovered_serial: Option<String>,
+}
+
+/// Poll one device until shutdown (or, for a discovered device, until a
+/// configured device claims its serial).
+pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: Shutdown) {
+    // Discovered devices are polled at once (they were either just found or
+    // loaded from the state file on restart); configured ones are spread.
+    let offset = match slot.discovered_serial {
+        Some(_) => Duration::ZERO,
+        None => start_offset(&slot.target.borrow().address, shared.poll_interval),
+    };
     tokio::select! {
         _ = shutdown.cancelled() => return,
         _ = tokio::time::sleep(offset) => {}
     }
-    let mut ticker = tokio::time::interval(shared.poll_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let session = SnmpSession::new();
     let mut tracker = AlertTracker::new();
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+        let device = slot.target.borrow_and_update().clone();
+        if let Some(serial) = &slot.discovered_serial {
+            let reg = shared.registry.lock().unwrap_or_else(|p| p.into_inner());
+            if reg.configured_serials.contains(serial) {
+                tracing::info!(serial, address = %device.address, "discovered device is also configured; the configured entry polls it");
+                slot.reachable.store(false, Ordering::Relaxed);
+                return;
+            }
         }
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -248,20 +308,29 @@ pub(crate) async fn device_task(
             },
         };
         let started = Instant::now();
+        let next_poll = tokio::time::Instant::now();
         // An in-flight poll may finish within the grace period after shutdown.
         let grace = async {
             shutdown.cancelled().await;
             tokio::time::sleep(shared.shutdown_grace).await;
         };
         let result = tokio::select! {
-            r = poll_configured(&device, &shared.snmp, &shared.ipp) => r,
+            r = poll_configured(&device, &shared.snmp, &shared.ipp, &session) => r,
             _ = grace => return,
         };
         drop(permit);
-        let reachable = &shared.reachable[i];
+        let reachable = &slot.reachable;
         match result {
             Ok(snapshot) => {
                 reachable.store(true, Ordering::Relaxed);
+                if slot.discovered_serial.is_none() {
+                    shared
+                        .registry
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .configured_serials
+                        .insert(snapshot.identity.device_id.clone());
+                }
                 let records = records_of(&shared.origin, &snapshot, &mut tracker);
                 match publish_records(&shared.publisher, &records).await {
                     Ok(n) => device_polled(
@@ -292,10 +361,20 @@ pub(crate) async fn device_task(
                 }
             }
         }
-        if shutdown.is_cancelled() {
-            return;
+        let delay = session.next_poll_delay(shared.poll_interval);
+        if delay > shared.poll_interval {
+            poll_backed_off(&device.address, delay);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(next_poll + delay) => {}
         }
     }
+}
+
+fn poll_backed_off(address: &str, delay: Duration) {
+    tracing::debug!(address, ?delay, "agent slow or silent: next poll delayed");
+    metrics::counter!("fleetpulse_edge_poll_backoffs_total").increment(1);
 }
 
 /// Publish a connector heartbeat every `interval` until shutdown.
@@ -309,18 +388,14 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
             _ = ticker.tick() => {}
         }
         let o = &shared.origin;
-        let reachable = shared
-            .reachable
-            .iter()
-            .filter(|r| r.load(Ordering::Relaxed))
-            .count();
+        let (device_count, reachable) = shared.reachable_counts();
         let hb = envelope!(
             o,
             o.connector_id,
             fleetpulse_core::now_millis(),
             ConnectorHeartbeat {
                 version: fleetpulse_core::VERSION.to_string(),
-                device_count: i32::try_from(shared.reachable.len()).unwrap_or(i32::MAX),
+                device_count: i32::try_from(device_count).unwrap_or(i32::MAX),
                 devices_reachable: i32::try_from(reachable).unwrap_or(i32::MAX),
                 buffer_depth: 0,
                 oldest_buffered_age_ms: None,
@@ -336,20 +411,100 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
     }
 }
 
-/// Spawn every device task and the heartbeat task; wait for all after shutdown.
-pub(crate) async fn run_tasks(config: &EdgeConfig, shared: Arc<Shared>, shutdown: Shutdown) {
+/// Spawn every device task and the heartbeat task, then spawn or re-address
+/// tasks for what discovery sends; wait for all after shutdown.
+pub(crate) async fn run_tasks(
+    config: &EdgeConfig,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    mut discovered: Option<mpsc::Receiver<Discovered>>,
+) {
     let mut tasks = JoinSet::new();
-    for (i, d) in config.devices.iter().enumerate() {
-        tasks.spawn(device_task(i, d.clone(), shared.clone(), shutdown.clone()));
+    for d in &config.devices {
+        shared
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .configured_addresses
+            .insert(normalised(&d.address));
+        let (_tx, rx) = watch::channel(d.clone());
+        let slot = new_slot(&shared, rx, None);
+        tasks.spawn(device_task(slot, shared.clone(), shutdown.clone()));
     }
     tasks.spawn(heartbeat_task(
         shared.clone(),
         config.heartbeat_interval,
         shutdown.clone(),
     ));
-    while let Some(r) = tasks.join_next().await {
-        if let Err(e) = r {
-            tracing::error!(error = %e, "an edge task ended abnormally");
+    loop {
+        let next = async {
+            match discovered.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            d = next => match d {
+                Some(d) => {
+                    if let Some(slot) = adopt(&shared, d) {
+                        tasks.spawn(device_task(slot, shared.clone(), shutdown.clone()));
+                    }
+                }
+                None => discovered = None,
+            },
+            r = tasks.join_next() => match r {
+                None => break,
+                Some(Err(e)) => tracing::error!(error = %e, "an edge task ended abnormally"),
+                Some(Ok(())) => {}
+            },
         }
     }
+}
+
+fn new_slot(
+    shared: &Shared,
+    target: watch::Receiver<crate::DeviceTarget>,
+    discovered_serial: Option<String>,
+) -> Slot {
+    let reachable = Arc::new(AtomicBool::new(false));
+    shared
+        .reachable
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(reachable.clone());
+    Slot {
+        target,
+        reachable,
+        discovered_serial,
+    }
+}
+
+/// A discovered device: a new task (returned), a new address for an existing
+/// one, or nothing when a configured entry already polls it.
+fn adopt(shared: &Shared, d: Discovered) -> Option<Slot> {
+    let mut reg = shared.registry.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tx) = reg.discovered.get(&d.serial) {
+        tx.send_if_modified(|t| {
+            if *t == d.target {
+                return false;
+            }
+            tracing::info!(serial = %d.serial, old = %t.address, new = %d.target.address, "polling a discovered printer at its new address");
+            *t = d.target.clone();
+            true
+        });
+        return None;
+    }
+    if reg.configured_serials.contains(&d.serial)
+        || reg
+            .configured_addresses
+            .contains(&normalised(&d.target.address))
+    {
+        tracing::debug!(serial = %d.serial, address = %d.target.address, "discovered printer is configured already");
+        return None;
+    }
+    let (tx, rx) = watch::channel(d.target.clone());
+    reg.discovered.insert(d.serial.clone(), tx);
+    drop(reg);
+    tracing::info!(serial = %d.serial, address = %d.target.address, "polling a discovered printer");
+    Some(new_slot(shared, rx, Some(d.serial)))
 }

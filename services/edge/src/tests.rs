@@ -538,7 +538,7 @@ mod end_to_end {
     use fleetpulse_core::kafka::{dlq_headers, KafkaConfig};
     use fleetpulse_core::records::{
         AlertEvent, AlertTransition, ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus,
-        UsageCounters,
+        PollProtocol, UsageCounters,
     };
     use fleetpulse_core::schema::RecordType;
     use fleetpulse_core::signing::{SignatureFields, SigningKey};
@@ -584,8 +584,9 @@ mod end_to_end {
         let shutdown = Shutdown::new();
         let fleet = fleetpulse_sim::start(
             fleetpulse_sim::SimConfig {
-                printers: 2,
+                printers: 3,
                 base_port: 0,
+                ipp_base_port: Some(0),
                 silence_probability: 0.0,
                 ..Default::default()
             },
@@ -596,15 +597,45 @@ mod end_to_end {
         let good = start_agent(Mode::Normal, printer_mib("SN-E2E-ALERT")).await;
         let garbled = start_agent(Mode::Truncate, printer_mib("SN-NEVER")).await;
         let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // net-snmp's agent with an SNMPv3 user (authPriv, SHA-256 + AES), on
+        // its own loopback address so its `addr:` device id is its own.
+        let snmpd = if crate::snmp::netsnmp_tests::snmpd_available() {
+            Some(crate::snmp::netsnmp_tests::Snmpd::start("127.0.0.3", "").await)
+        } else {
+            None
+        };
 
-        let mut devices: Vec<DeviceConfig> = fleet
-            .printers()
+        // Sim printers 0 and 1 over SNMP v2c, printer 2 over IPP only.
+        let (snmp_printers, ipp_printers) = fleet.printers().split_at(2);
+        let mut devices: Vec<DeviceConfig> = snmp_printers
             .iter()
             .map(|p| DeviceConfig::new(p.addr.to_string(), p.community.clone()))
             .collect();
+        for p in ipp_printers {
+            let ipp_addr = p.ipp_addr.expect("IPP enabled");
+            devices.push(DeviceConfig {
+                protocol: crate::config::Protocol::Ipp,
+                ipp_url: Some(format!("ipp://{ipp_addr}/ipp/print")),
+                ..DeviceConfig::new(ipp_addr.to_string(), "public")
+            });
+        }
         for a in [good.addr, garbled.addr, silent.local_addr().unwrap()] {
             devices.push(DeviceConfig::new(a.to_string(), "public"));
         }
+        std::env::set_var("FP_EDGE_E2E_V3_AUTH", "authpass123");
+        std::env::set_var("FP_EDGE_E2E_V3_PRIV", "privpass123");
+        if let Some(snmpd) = &snmpd {
+            devices.push(DeviceConfig {
+                user: Some("fpuser".into()),
+                auth_protocol: Some(crate::AuthProtocol::Sha256),
+                auth_password: Some("env:FP_EDGE_E2E_V3_AUTH".into()),
+                priv_password: Some("env:FP_EDGE_E2E_V3_PRIV".into()),
+                ..DeviceConfig::new(snmpd.addr.to_string(), "public")
+            });
+        }
+        let v3_id = snmpd.as_ref().map(|s| format!("addr:{}", s.addr.ip()));
+        let ipp_serial = ipp_printers[0].serial.clone();
+        let device_count = devices.len();
         std::env::set_var("FP_EDGE_E2E_SECRET", SECRET);
         let config = EdgeConfig {
             tenant_id: "tenant-e2e".into(),
@@ -635,7 +666,10 @@ mod end_to_end {
             .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
             .expect("subscribe");
 
-        let sim_serials: Vec<String> = fleet.printers().iter().map(|p| p.serial.clone()).collect();
+        // Every sim printer (SNMP and IPP alike) and the SNMPv3 agent report status.
+        let mut sim_serials: Vec<String> =
+            fleet.printers().iter().map(|p| p.serial.clone()).collect();
+        sim_serials.extend(v3_id.clone());
         let mut got: Vec<Got> = Vec::new();
         let mut removed_alert = false;
         let deadline = Instant::now() + Duration::from_secs(45);
@@ -652,7 +686,13 @@ mod end_to_end {
                             .is_ok_and(|a| a.transition == t && a.device_id == "SN-E2E-ALERT")
                 })
             };
+            let ipp_heartbeat = got.iter().any(|g| {
+                g.topic == kafka.topic(RecordType::DeviceHeartbeat)
+                    && codec::decode::<DeviceHeartbeat>(&g.payload)
+                        .is_ok_and(|h| h.device_id == ipp_serial && h.protocol == PollProtocol::Ipp)
+            });
             sim_serials.iter().all(|s| status_of(s))
+                && ipp_heartbeat
                 && status_of("SN-E2E-ALERT")
                 && alert(AlertTransition::Opened)
                 && alert(AlertTransition::Cleared)
@@ -748,11 +788,22 @@ mod end_to_end {
                     assert!(
                         uuid::Uuid::parse_str(&r.event_id).is_ok_and(|u| u.get_version_num() == 7)
                     );
-                    assert!(!r.supplies.is_empty());
+                    if v3_id.as_deref() == Some(key_s.as_str()) {
+                        // net-snmp's agent is no printer: identity only.
+                        assert_eq!(r.sys_name.as_deref(), Some("fp-agent"));
+                    } else {
+                        assert!(!r.supplies.is_empty());
+                    }
                 }
                 RecordType::DeviceHeartbeat => {
                     let r: DeviceHeartbeat = codec::decode(&g.payload).expect("decodes");
                     assert_eq!(r.device_id, key_s);
+                    let expected = if key_s == ipp_serial {
+                        PollProtocol::Ipp
+                    } else {
+                        PollProtocol::Snmp
+                    };
+                    assert_eq!(r.protocol, expected, "{key_s}");
                 }
                 RecordType::UsageCounters => {
                     let r: UsageCounters = codec::decode(&g.payload).expect("decodes");
@@ -766,8 +817,9 @@ mod end_to_end {
                 RecordType::ConnectorHeartbeat => {
                     let r: ConnectorHeartbeat = codec::decode(&g.payload).expect("decodes");
                     assert_eq!(r.device_id, "conn-e2e");
-                    assert_eq!(r.device_count, 5);
-                    assert!(r.devices_reachable <= 3);
+                    assert_eq!(r.device_count, device_count as i32);
+                    // The garbled and the silent device never count as reachable.
+                    assert!(r.devices_reachable <= device_count as i32 - 2);
                 }
                 other => panic!("unexpected record type {other:?}"),
             }

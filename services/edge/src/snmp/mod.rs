@@ -1,4 +1,9 @@
-//! A small, defensive SNMP manager: v2c (GET, GETNEXT, GETBULK) and v1 (GET, GETNEXT).
+//! A small, defensive SNMP manager: v2c and v3 (GET, GETNEXT, GETBULK) and v1 (GET, GETNEXT).
+//!
+//! SNMPv3 uses the User-based Security Model ([`usm`]): engine discovery,
+//! clock synchronisation, HMAC-SHA-2 authentication and AES-128 privacy.
+//! Wrong credentials surface as typed errors ([`SnmpError::AuthFailed`],
+//! [`SnmpError::UnknownUser`]) from the agent's Report PDUs, never as timeouts.
 //!
 //! PDUs are encoded and decoded with `rasn-snmp`; nothing here writes BER by
 //! hand. The client exists because printers are hostile peers in practice:
@@ -7,6 +12,13 @@
 //! a stall, so one broken device cannot hold up the thousands polled beside it.
 
 mod client;
+mod credentials;
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
+pub(crate) mod netsnmp_tests;
+mod session;
+pub mod usm;
 mod walk;
 
 use std::fmt;
@@ -16,6 +28,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use client::SnmpClient;
+pub use credentials::{Security, SnmpCredentials};
+pub use session::SnmpSession;
+pub use usm::{AuthProtocol, PrivProtocol, SecurityLevel, UsmUser};
 
 /// Default UDP port of an SNMP agent.
 pub const DEFAULT_PORT: u16 = 161;
@@ -174,6 +189,8 @@ pub enum SnmpVersion {
     /// SNMPv2c: walks use GETBULK.
     #[default]
     V2c,
+    /// SNMPv3 with the User-based Security Model: walks use GETBULK.
+    V3,
 }
 
 /// How the edge talks to agents. All limits exist to bound what a broken or
@@ -186,7 +203,9 @@ pub struct SnmpOptions {
     pub timeout: Duration,
     /// Resends of one request after a timeout (0 = a single attempt).
     pub retries: u32,
-    /// GETBULK max-repetitions.
+    /// GETBULK max-repetitions to start with. Adaptive per device: halved on
+    /// tooBig, oversize responses and timeouts, grown back by a quarter after
+    /// every 4 successful GETBULKs, never above this value.
     pub max_repetitions: u32,
     /// Responses larger than this many bytes are rejected.
     pub max_response_bytes: usize,
@@ -197,7 +216,7 @@ pub struct SnmpOptions {
     /// Overall deadline for polling one device (all requests together).
     #[serde(with = "humantime_serde")]
     pub poll_deadline: Duration,
-    /// Protocol version.
+    /// Protocol version for devices that do not set their own `version`.
     pub version: SnmpVersion,
 }
 
@@ -283,6 +302,29 @@ pub enum SnmpError {
     /// Socket error (bind, send, receive).
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
+    /// SNMPv3: the agent rejected our digest or could not decrypt our PDU
+    /// (wrong password or protocol), or its answer failed our verification.
+    #[error("SNMPv3 authentication failed: {reason}")]
+    AuthFailed {
+        /// What the agent (or our check) reported.
+        reason: String,
+    },
+    /// SNMPv3: the agent does not know this user.
+    #[error("SNMPv3 user {user:?} unknown to the agent")]
+    UnknownUser {
+        /// msgUserName sent.
+        user: String,
+    },
+    /// SNMPv3: the agent does not allow this user at the requested security level.
+    #[error("SNMPv3 security level not supported for this user by the agent")]
+    UnsupportedSecurityLevel,
+    /// SNMPv3 protocol failure: engine discovery or time synchronisation did
+    /// not converge, or an unexpected Report arrived.
+    #[error("SNMPv3: {reason}")]
+    Usm {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl SnmpError {
@@ -307,6 +349,10 @@ impl SnmpError {
             SnmpError::NonIncreasingOid { .. } => "snmp_agent_loop",
             SnmpError::Encode(_) => "snmp_encode",
             SnmpError::Io(_) => "snmp_io",
+            SnmpError::AuthFailed { .. } => "snmp_auth_failed",
+            SnmpError::UnknownUser { .. } => "snmp_unknown_user",
+            SnmpError::UnsupportedSecurityLevel => "snmp_unsupported_sec_level",
+            SnmpError::Usm { .. } => "snmp_usm",
         }
     }
 }
@@ -337,15 +383,46 @@ fn error_status_name(status: i64) -> &'static str {
     }
 }
 
-/// A device to poll: `host[:port]` and community.
+/// A device to poll: `host[:port]` and its SNMP credentials (or its IPP URL).
+///
+/// v1/v2c use `community`. v3 uses `user`, and optionally `auth_password`
+/// / `priv_password` (secret specs: `env:NAME`, `file:/path`, or inline),
+/// `auth_protocol` (default `sha256`), `priv_protocol` (default `aes128`)
+/// and `security_level` (default: the highest the passwords allow).
+/// `version` defaults to `v3` when `user` is set, else to `snmp.version`.
+///
+/// With `protocol = "ipp"` the device is polled over IPP at `ipp_url`
+/// instead and the SNMP settings must be left unset (see
+/// [`crate::config::EdgeConfig`]'s validation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceTarget {
     /// `host[:port]`, port 161 when omitted; IPv6 as `[addr]:port`.
     pub address: String,
-    /// SNMP community (default `public`).
+    /// SNMP community for v1/v2c (default `public`).
     #[serde(default = "default_community")]
     pub community: String,
+    /// Protocol version (`v1`, `v2c`, `v3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<SnmpVersion>,
+    /// SNMPv3 user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// SNMPv3 security level (`noAuthNoPriv`, `authNoPriv`, `authPriv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_level: Option<SecurityLevel>,
+    /// SNMPv3 authentication protocol (`md5`, `sha1`, `sha224`, `sha256`, `sha384`, `sha512`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_protocol: Option<AuthProtocol>,
+    /// SNMPv3 authentication password, as a secret spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_password: Option<String>,
+    /// SNMPv3 privacy protocol (`aes128`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priv_protocol: Option<PrivProtocol>,
+    /// SNMPv3 privacy password, as a secret spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priv_password: Option<String>,
     // --- IPP (see crate::ipp) ---
     /// `snmp` (default) or `ipp`.
     #[serde(default)]
@@ -360,12 +437,56 @@ fn default_community() -> String {
     "public".into()
 }
 
+impl Default for DeviceTarget {
+    fn default() -> Self {
+        DeviceTarget::new("", default_community())
+    }
+}
+
 impl DeviceTarget {
-    /// A target with the given address and community.
+    /// A v1/v2c target with the given address and community.
     pub fn new(address: impl Into<String>, community: impl Into<String>) -> Self {
         DeviceTarget {
             address: address.into(),
             community: community.into(),
+            version: None,
+            user: None,
+            security_level: None,
+            auth_protocol: None,
+            auth_password: None,
+            priv_protocol: None,
+            priv_password: None,
+            protocol: crate::config::Protocol::Snmp,
+            ipp_url: None,
+        }
+    }
+
+    /// The credential part of this target.
+    pub fn credentials(&self) -> SnmpCredentials {
+        SnmpCredentials {
+            version: self.version,
+            community: self.community.clone(),
+            user: self.user.clone(),
+            security_level: self.security_level,
+            auth_protocol: self.auth_protocol,
+            auth_password: self.auth_password.clone(),
+            priv_protocol: self.priv_protocol,
+            priv_password: self.priv_password.clone(),
+        }
+    }
+
+    /// An SNMP target at `address` with the given credentials.
+    pub fn with_credentials(address: impl Into<String>, c: &SnmpCredentials) -> Self {
+        DeviceTarget {
+            address: address.into(),
+            community: c.community.clone(),
+            version: c.version,
+            user: c.user.clone(),
+            security_level: c.security_level,
+            auth_protocol: c.auth_protocol,
+            auth_password: c.auth_password.clone(),
+            priv_protocol: c.priv_protocol,
+            priv_password: c.priv_password.clone(),
             protocol: crate::config::Protocol::Snmp,
             ipp_url: None,
         }

@@ -1,4 +1,5 @@
-//! Subtree walks with GETBULK (v2c) or GETNEXT (v1), bounded against agent loops.
+//! Subtree walks with GETBULK (v2c, v3) or GETNEXT (v1), bounded against
+//! agent loops, with adaptive max-repetitions.
 
 use super::{Oid, SnmpClient, SnmpError, SnmpValue, SnmpVersion, VarBind};
 
@@ -10,18 +11,41 @@ impl SnmpClient {
     /// empty result, not an error. Fails with a typed error when the agent
     /// returns an OID that does not increase (a loop), or when the walk
     /// exceeds `max_walk_varbinds` or `max_walk_iterations`.
+    ///
+    /// GETBULK max-repetitions adapts per target (kept in the client's
+    /// [`super::SnmpSession`]): a `tooBig` answer or a response over
+    /// `max_response_bytes` halves it and the same request is retried
+    /// smaller; a timeout halves it for the next request (the error is
+    /// returned); successes grow it back slowly up to `max_repetitions`.
     pub async fn walk(&mut self, subtree: &Oid) -> Result<Vec<VarBind>, SnmpError> {
         let max_varbinds = self.options().max_walk_varbinds;
         let max_iterations = self.options().max_walk_iterations;
         let max_repetitions = self.options().max_repetitions.max(1);
-        let version = self.options().version;
+        let version = self.version();
         let mut out: Vec<VarBind> = Vec::new();
         let mut cursor = subtree.clone();
         for _ in 0..max_iterations {
             let response = match version {
-                SnmpVersion::V2c => {
-                    self.get_bulk(std::slice::from_ref(&cursor), 0, max_repetitions)
-                        .await
+                SnmpVersion::V2c | SnmpVersion::V3 => {
+                    let reps = self.session().repetitions(max_repetitions);
+                    let r = self.get_bulk(std::slice::from_ref(&cursor), 0, reps).await;
+                    match &r {
+                        Ok(_) => self.session().bulk_succeeded(max_repetitions),
+                        Err(SnmpError::Agent { status: 1, .. })
+                        | Err(SnmpError::ResponseTooLarge { .. })
+                            if reps > 1 =>
+                        {
+                            let next = self.session().shrink_repetitions(max_repetitions);
+                            repetitions_shrunk(self, reps, next, "too_big");
+                            continue;
+                        }
+                        Err(SnmpError::Timeout { .. }) if reps > 1 => {
+                            let next = self.session().shrink_repetitions(max_repetitions);
+                            repetitions_shrunk(self, reps, next, "timeout");
+                        }
+                        Err(_) => {}
+                    }
+                    r
                 }
                 SnmpVersion::V1 => self.get_next(std::slice::from_ref(&cursor)).await,
             };
@@ -61,4 +85,9 @@ impl SnmpClient {
             limit: max_iterations,
         })
     }
+}
+
+fn repetitions_shrunk(client: &SnmpClient, from: u32, to: u32, reason: &'static str) {
+    tracing::debug!(peer = %client.peer(), from, to, reason, "GETBULK max-repetitions reduced");
+    metrics::counter!("fleetpulse_edge_bulk_shrinks_total", "reason" => reason).increment(1);
 }
