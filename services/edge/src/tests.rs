@@ -612,7 +612,12 @@ mod end_to_end {
             });
         }
         std::env::set_var("FP_EDGE_E2E_SECRET", SECRET);
+        let buffer_dir = tempfile::tempdir().expect("temp dir");
         let config = EdgeConfig {
+            buffer: crate::buffer::BufferConfig {
+                dir: buffer_dir.path().to_path_buf(),
+                ..Default::default()
+            },
             tenant_id: "tenant-e2e".into(),
             connector_id: "conn-e2e".into(),
             connector_secret: "env:FP_EDGE_E2E_SECRET".into(),
