@@ -168,7 +168,10 @@ retries = 1
         assert_eq!(c.snmp.max_repetitions, 20);
         assert_eq!(c.max_concurrent_polls, 64);
         assert_eq!(c.buffer.max_bytes, 1 << 30);
-        assert_eq!(c.buffer.dir, std::path::Path::new("./fleetpulse-data/edge-buffer"));
+        assert_eq!(
+            c.buffer.dir,
+            std::path::Path::new("./fleetpulse-data/edge-buffer")
+        );
         assert_eq!(c.buffer.fsync, crate::buffer::FsyncPolicy::Batch);
         let c: EdgeConfig = from_toml(&format!(
             "{BASE}\n[buffer]\ndir = \"/var/lib/fp\"\nmax_bytes = 67108864\nsegment_bytes = 1048576\nfsync = \"interval\"\nfsync_interval = \"250ms\"\nreplay_bytes_per_sec = 0\n"
@@ -182,9 +185,15 @@ retries = 1
     #[test]
     fn buffer_errors_name_the_key() {
         for (toml, key) in [
-            ("max_bytes = 1000000\nsegment_bytes = 1000000", "buffer.max_bytes"),
+            (
+                "max_bytes = 1000000\nsegment_bytes = 1000000",
+                "buffer.max_bytes",
+            ),
             ("segment_bytes = 1000", "buffer.segment_bytes"),
-            ("fsync = \"interval\"\nfsync_interval = \"0s\"", "buffer.fsync_interval"),
+            (
+                "fsync = \"interval\"\nfsync_interval = \"0s\"",
+                "buffer.fsync_interval",
+            ),
             ("replay_bytes_per_sec = 10", "buffer.replay_bytes_per_sec"),
             ("max_in_flight = 0", "buffer.max_in_flight"),
             ("dir = \"\"", "buffer.dir"),

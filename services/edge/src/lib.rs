@@ -41,10 +41,10 @@ pub mod snmp;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use fleetpulse_core::config::ConfigError;
 use fleetpulse_core::Shutdown;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 pub use buffer::{Buffer, BufferConfig, BufferError};
 pub use config::{DeviceConfig, EdgeConfig};
@@ -174,7 +174,10 @@ pub async fn run_with_buffer(
     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.sync()).await {
         tracing::error!(error = %e, "buffer: final fsync failed");
     }
-    tracing::info!(left_in_buffer = buffer.stats().records, "edge connector stopped");
+    tracing::info!(
+        left_in_buffer = buffer.stats().records,
+        "edge connector stopped"
+    );
     Ok(())
 }
 

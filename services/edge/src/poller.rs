@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fleetpulse_core::kafka::KafkaConfig;
 use fleetpulse_core::records::{
     AlertEvent, AlertTransition, ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, PollProtocol,
     UsageCounters, SCHEMA_VERSION,
 };
-use fleetpulse_core::kafka::KafkaConfig;
 use fleetpulse_core::{new_event_id, Shutdown};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -178,16 +178,17 @@ pub(crate) enum StoreError {
 }
 
 /// Append records to the buffer; log what it rejected. Returns how many were stored.
-pub(crate) async fn store(buffer: &Arc<Buffer>, records: Vec<StoredRecord>) -> Result<usize, StoreError> {
+pub(crate) async fn store(
+    buffer: &Arc<Buffer>,
+    records: Vec<StoredRecord>,
+) -> Result<usize, StoreError> {
     let b = buffer.clone();
     let outcome = tokio::task::spawn_blocking(move || b.append(records))
         .await
-        .map_err(|e| {
-            BufferError::Io {
-                op: "append",
-                dir: buffer.config().dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
+        .map_err(|e| BufferError::Io {
+            op: "append",
+            dir: buffer.config().dir.clone(),
+            source: std::io::Error::other(e.to_string()),
         })??;
     for r in &outcome.rejected {
         record_rejected(r);

@@ -102,10 +102,19 @@ pub fn stored<R: Record>(
 }
 
 /// A dead-letter record for an SNMP response that did not decode.
-pub fn dead_letter(kafka: &KafkaConfig, address: &str, reason: &str, raw: &[u8], batch: &str) -> StoredRecord {
+pub fn dead_letter(
+    kafka: &KafkaConfig,
+    address: &str,
+    reason: &str,
+    raw: &[u8],
+    batch: &str,
+) -> StoredRecord {
     let payload = raw[..raw.len().min(DLQ_PAYLOAD_MAX)].to_vec();
     let headers = vec![
-        (dlq_headers::ERROR_CLASS.to_string(), b"snmp_decode".to_vec()),
+        (
+            dlq_headers::ERROR_CLASS.to_string(),
+            b"snmp_decode".to_vec(),
+        ),
         (dlq_headers::REASON.to_string(), reason.as_bytes().to_vec()),
         (dlq_headers::STAGE.to_string(), b"edge".to_vec()),
         (
@@ -213,7 +222,9 @@ impl Publisher {
     pub fn send(&self, r: &StoredRecord) -> Result<DeliveryFuture, PublishError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let ts = now_millis();
-        let sig = self.key.sign(&r.topic, &r.key, &r.batch, seq, ts, &r.payload);
+        let sig = self
+            .key
+            .sign(&r.topic, &r.key, &r.batch, seq, ts, &r.payload);
         let seq_s = seq.to_string();
         let ts_s = ts.to_string();
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 6);
@@ -317,7 +328,11 @@ fn delivered(class: Class, n: u64) {
             n,
         );
     } else {
-        telemetry::add(&COUNTERS.events_sent, "fleetpulse_edge_events_sent_total", n);
+        telemetry::add(
+            &COUNTERS.events_sent,
+            "fleetpulse_edge_events_sent_total",
+            n,
+        );
     }
 }
 
@@ -391,9 +406,10 @@ pub async fn forward(buffer: Arc<Buffer>, publisher: Arc<Publisher>, shutdown: S
         let mut claimed = 0;
         if room > 0 && paused_until.is_none() {
             let b = buffer.clone();
-            let batch = tokio::task::spawn_blocking(move || b.claim(room.min(CLAIM_BATCH), 4 << 20))
-                .await
-                .unwrap_or_default();
+            let batch =
+                tokio::task::spawn_blocking(move || b.claim(room.min(CLAIM_BATCH), 4 << 20))
+                    .await
+                    .unwrap_or_default();
             claimed = batch.len();
             for r in batch {
                 let wait = bucket.take(r.frame_len());

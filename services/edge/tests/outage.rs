@@ -118,7 +118,9 @@ async fn six_hour_outage_loses_no_counters_or_alerts() {
         properties: Default::default(),
     };
     for t in kafka.all_topics() {
-        cluster.create_topic(&t, PARTITIONS, 1).expect("create topic");
+        cluster
+            .create_topic(&t, PARTITIONS, 1)
+            .expect("create topic");
     }
     let sim_stop = Shutdown::new();
     let fleet = fleetpulse_sim::start(
@@ -200,7 +202,11 @@ async fn six_hour_outage_loses_no_counters_or_alerts() {
         if edge.is_finished() {
             panic!("edge stopped: {:?}", edge.await);
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "nothing was uploaded before the outage: {:?}", buffer.stats());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nothing was uploaded before the outage: {:?}",
+            buffer.stats()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -258,13 +264,19 @@ async fn six_hour_outage_loses_no_counters_or_alerts() {
         "appended {:?}; dropped {:?}; rejected {:?}; acked {} (replayed {}); peak on disk {peak} of {MAX_BYTES} bytes ({samples} samples); peak by the index {}; drained in {drained:?}; left {}",
         end.appended, end.dropped, end.rejected, end.acked, end.replayed, end.peak_disk_bytes, end.records
     );
-    assert!(peak <= MAX_BYTES, "buffer files reached {peak} bytes, bound {MAX_BYTES}");
+    assert!(
+        peak <= MAX_BYTES,
+        "buffer files reached {peak} bytes, bound {MAX_BYTES}"
+    );
     assert!(end.peak_disk_bytes <= MAX_BYTES);
     assert_eq!(end.rejected, [0; 7], "nothing was rejected");
     assert_eq!(BufferStats::of(&end.dropped, Class::Counters), 0);
     assert_eq!(BufferStats::of(&end.dropped, Class::Alert), 0);
     assert_eq!(end.records, 0, "every record was delivered before the stop");
-    assert!(expected_counters > (PRINTERS as u64) * 10, "{expected_counters} counters");
+    assert!(
+        expected_counters > (PRINTERS as u64) * 10,
+        "{expected_counters} counters"
+    );
     assert!(expected_alerts > 0, "the sim produced alerts");
 
     // The replay respected the bandwidth cap (minus the bucket's burst and
@@ -302,7 +314,9 @@ async fn six_hour_outage_loses_no_counters_or_alerts() {
     let mut heartbeats = Vec::new();
     for g in &got {
         let fields = SignatureFields::from_headers(
-            g.headers.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))),
+            g.headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(v.as_slice()))),
         )
         .expect("signature headers");
         key.verify(&g.topic, &g.key, &fields, &g.payload)
@@ -321,7 +335,11 @@ async fn six_hour_outage_loses_no_counters_or_alerts() {
         } else {
             continue;
         };
-        assert!(ids.insert(event_id.clone()), "duplicate event_id {event_id} on {}", g.topic);
+        assert!(
+            ids.insert(event_id.clone()),
+            "duplicate event_id {event_id} on {}",
+            g.topic
+        );
         let slot = per_device
             .entry((g.topic.clone(), g.key.clone()))
             .or_insert((i64::MIN, 0, g.partition));
@@ -341,7 +359,10 @@ async fn six_hour_outage_loses_no_counters_or_alerts() {
         heartbeats.len(),
         per_device.len()
     );
-    assert_eq!(counters, expected_counters, "every counters record exactly once");
+    assert_eq!(
+        counters, expected_counters,
+        "every counters record exactly once"
+    );
     assert_eq!(alerts, expected_alerts, "every alert exactly once");
 
     // A heartbeat written during the outage tells what the buffer held.
@@ -354,6 +375,9 @@ async fn six_hour_outage_loses_no_counters_or_alerts() {
         during.oldest_buffered_age_ms.is_some_and(|a| a >= 5_000),
         "{during:?}"
     );
-    assert!(during.last_upload_at.is_some() && during.last_upload_at <= upload_before.map(|t| t + 1_000));
+    assert!(
+        during.last_upload_at.is_some()
+            && during.last_upload_at <= upload_before.map(|t| t + 1_000)
+    );
     assert_eq!(during.device_count, PRINTERS as i32);
 }

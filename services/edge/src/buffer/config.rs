@@ -80,7 +80,9 @@ impl BufferConfig {
         if self.segment_bytes < MIN_SEGMENT_BYTES {
             return Err(bad(
                 "buffer.segment_bytes",
-                format!("must be at least {MIN_SEGMENT_BYTES} (a record of a large printer must fit)"),
+                format!(
+                    "must be at least {MIN_SEGMENT_BYTES} (a record of a large printer must fit)"
+                ),
             ));
         }
         if self.max_bytes < self.segment_bytes.saturating_mul(4) {

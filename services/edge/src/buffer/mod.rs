@@ -606,13 +606,19 @@ impl Buffer {
                             records_evicted(r.class, 1, "arrived while the buffer was full");
                             out.dropped += 1;
                         } else {
-                            inner.reject(&mut out, Rejected::Full { class: r.class, device });
+                            inner.reject(
+                                &mut out,
+                                Rejected::Full {
+                                    class: r.class,
+                                    device,
+                                },
+                            );
                         }
                         continue;
                     }
                 }
                 let full = inner.active.is_none_or(|a| {
-                    inner.segments.get(&a).map_or(true, |s| {
+                    inner.segments.get(&a).is_none_or(|s| {
                         s.size + w.bytes.len() as u64 + len > self.config.segment_bytes
                     })
                 });
@@ -779,7 +785,10 @@ impl Buffer {
     /// 100 ms rate limit (shutdown).
     pub fn checkpoint(&self, force: bool) -> Result<(), BufferError> {
         {
-            let mut last = self.last_checkpoint.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self
+                .last_checkpoint
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if !force && last.elapsed() < Duration::from_millis(100) {
                 return Ok(());
             }
@@ -1113,7 +1122,11 @@ impl Inner {
         s.records = self.live_records;
         s.live_bytes = self.live_bytes;
         s.disk_bytes = self.disk_bytes;
-        s.oldest_enqueued_at = self.entries.iter().find(|e| e.alive()).map(|e| e.enqueued_at);
+        s.oldest_enqueued_at = self
+            .entries
+            .iter()
+            .find(|e| e.alive())
+            .map(|e| e.enqueued_at);
         s.cursor = self.cursor;
         s
     }

@@ -49,7 +49,9 @@ fn all_files_bytes(dir: &Path) -> u64 {
 fn acked_records_are_not_resent_after_reopen_and_unacked_are_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let b = Buffer::open(cfg(tmp.path(), 4 << 20, 256 << 10)).unwrap();
-    let recs: Vec<_> = (0..100).map(|i| rec(Class::Counters, "d1", i, 100)).collect();
+    let recs: Vec<_> = (0..100)
+        .map(|i| rec(Class::Counters, "d1", i, 100))
+        .collect();
     let out = b.append(recs).unwrap();
     assert_eq!(out.stored, 100);
     let first = b.claim(40, u64::MAX);
@@ -97,7 +99,8 @@ fn fully_acked_segments_are_deleted() {
     let tmp = tempfile::tempdir().unwrap();
     let b = Buffer::open(cfg(tmp.path(), 4 << 20, 256 << 10)).unwrap();
     for i in 0..50 {
-        b.append(vec![rec(Class::Counters, "d", i, 20_000)]).unwrap();
+        b.append(vec![rec(Class::Counters, "d", i, 20_000)])
+            .unwrap();
     }
     assert!(b.stats().disk_bytes > 256 << 10);
     loop {
@@ -206,7 +209,10 @@ fn garbage_files_never_panic() {
     let b = Buffer::open(c.clone()).unwrap();
     assert_eq!(b.stats().records, 5, "the valid records survive");
     assert!(!tmp.path().join("00000000000000000007.seg.tmp").exists());
-    assert!(tmp.path().join("notes.txt").exists(), "stray files are left alone");
+    assert!(
+        tmp.path().join("notes.txt").exists(),
+        "stray files are left alone"
+    );
     b.append(vec![rec(Class::Alert, "d", 9, 64)]).unwrap();
     drop(b);
     let b = Buffer::open(c).unwrap();
@@ -258,11 +264,15 @@ fn full_buffer_evicts_heartbeats_then_status_and_never_counters() {
     assert!(
         devices
             .iter()
-            .any(|d| msg == format!("buffer full: usage counters for device {d} could not be stored")),
+            .any(|d| msg
+                == format!("buffer full: usage counters for device {d} could not be stored")),
         "{msg}"
     );
     let s = b.stats();
-    assert_eq!(BufferStats::of(&s.rejected, Class::Counters), rejected.len() as u64);
+    assert_eq!(
+        BufferStats::of(&s.rejected, Class::Counters),
+        rejected.len() as u64
+    );
     // Every counters record appended is still there; the newest heartbeat
     // of each device is kept.
     let all = b.claim(usize::MAX, u64::MAX);
@@ -275,7 +285,10 @@ fn full_buffer_evicts_heartbeats_then_status_and_never_counters() {
             .map(|r| r.event_id.clone())
             .collect::<Vec<_>>();
         assert_eq!(newest.len(), 1, "{d}: {newest:?}");
-        assert!(newest[0].ends_with(&format!("-{}", round - 1)) || newest[0].ends_with(&format!("-{round}")));
+        assert!(
+            newest[0].ends_with(&format!("-{}", round - 1))
+                || newest[0].ends_with(&format!("-{round}"))
+        );
     }
     // Order is intact after compactions.
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
