@@ -7,6 +7,15 @@
 //! each run writes its own `run=<timestamp>` folder of the lake, which is
 //! durable. Keys are generated once and kept in `<data-dir>/keys.toml`, so
 //! pseudonyms stay stable across runs.
+//!
+//! The edge's store-and-forward buffer lives in `<data-dir>/edge-buffer`.
+//! With the embedded broker it is emptied at every start: records buffered
+//! for a mock broker that is gone can never be delivered (their topics and
+//! offsets died with it), and replaying them into the new one would mix
+//! runs. With `--kafka` it is kept, so what a previous run could not
+//! deliver is sent to that cluster now. Either way the buffer is locked
+//! while `up` runs, so a second `up` (or `fleetpulse edge`) on the same
+//! data dir is refused.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,7 +33,7 @@ pub(crate) struct UpArgs {
     /// Number of simulated printers.
     #[arg(long, default_value_t = 50)]
     printers: usize,
-    /// Where the lake and the generated keys are kept.
+    /// Where the lake, the generated keys and the edge buffer (`edge-buffer`) are kept.
     #[arg(long, default_value = "./fleetpulse-data")]
     data_dir: PathBuf,
     /// Stop after this long (e.g. `60s`); default: until Ctrl-C.
@@ -121,6 +130,17 @@ pub(crate) async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> 
         .with_context(|| format!("--data-dir {}: cannot create", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let keys = load_or_create_keys(&data_dir)?;
+    let buffer_dir = data_dir.join("edge-buffer");
+    if args.kafka.is_none() {
+        // Meant for a previous run's mock broker, which is gone (see the module docs).
+        let discarded = fleetpulse_edge::buffer::discard(&buffer_dir)
+            .with_context(|| format!("emptying the edge buffer {}", buffer_dir.display()))?;
+        if discarded > 0 {
+            eprintln!(
+                "fleetpulse up: discarded {discarded} records buffered for a previous run's embedded broker"
+            );
+        }
+    }
     fleetpulse_core::telemetry::init_metrics();
 
     // The broker: embedded mock cluster unless --kafka.
@@ -164,37 +184,47 @@ pub(crate) async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> 
     let fleet = fleetpulse_sim::start(sim_cfg, sim_stop.clone()).await?;
 
     let connector_id = "demo-connector".to_string();
-    let mut edge_cfg = fleetpulse_edge::EdgeConfig::default();
-    edge_cfg.tenant_id = "demo-tenant".into();
-    edge_cfg.connector_id = connector_id.clone();
-    edge_cfg.connector_secret = keys.connector_secret.clone();
-    edge_cfg.poll_interval = args.poll_interval;
-    edge_cfg.kafka = kafka.clone();
-    edge_cfg.devices = fleet
-        .printers()
-        .iter()
-        .map(|p| fleetpulse_edge::DeviceConfig::new(p.addr.to_string(), p.community.clone()))
-        .collect();
+    let edge_cfg = fleetpulse_edge::EdgeConfig {
+        tenant_id: "demo-tenant".into(),
+        connector_id: connector_id.clone(),
+        connector_secret: keys.connector_secret.clone(),
+        poll_interval: args.poll_interval,
+        kafka: kafka.clone(),
+        buffer: fleetpulse_edge::BufferConfig {
+            dir: buffer_dir,
+            ..Default::default()
+        },
+        devices: fleet
+            .printers()
+            .iter()
+            .map(|p| fleetpulse_edge::DeviceConfig::new(p.addr.to_string(), p.community.clone()))
+            .collect(),
+        ..Default::default()
+    };
     fleetpulse_core::config::Validate::validate(&edge_cfg)?;
 
-    let mut proc_cfg = fleetpulse_processor::ProcessorConfig::default();
-    proc_cfg.kafka = kafka.clone();
-    proc_cfg.lake_dir = lake_dir.clone();
-    proc_cfg.pseudonym_key = Some(keys.pseudonym_key.clone());
-    proc_cfg.pseudonym_key_id = "up-v1".into();
-    proc_cfg.roll_idle = Duration::from_secs(2);
-    proc_cfg.roll_age = Duration::from_secs(10);
+    let mut proc_cfg = fleetpulse_processor::ProcessorConfig {
+        kafka: kafka.clone(),
+        lake_dir: lake_dir.clone(),
+        pseudonym_key: Some(keys.pseudonym_key.clone()),
+        pseudonym_key_id: "up-v1".into(),
+        roll_idle: Duration::from_secs(2),
+        roll_age: Duration::from_secs(10),
+        ..Default::default()
+    };
     proc_cfg
         .connector_secrets
         .insert(connector_id.clone(), keys.connector_secret.clone());
     fleetpulse_core::config::Validate::validate(&proc_cfg)?;
 
-    let mut alert_cfg = fleetpulse_alerter::AlerterConfig::default();
-    alert_cfg.kafka = kafka.clone();
-    alert_cfg.heartbeat_interval = args.poll_interval;
-    // Simulated time runs fast but records carry wall-clock times: forecast
-    // from a few polls instead of the production default of an hour.
-    alert_cfg.min_history_span = args.poll_interval * 4;
+    let alert_cfg = fleetpulse_alerter::AlerterConfig {
+        kafka: kafka.clone(),
+        heartbeat_interval: args.poll_interval,
+        // Simulated time runs fast but records carry wall-clock times: forecast
+        // from a few polls instead of the production default of an hour.
+        min_history_span: args.poll_interval * 4,
+        ..Default::default()
+    };
     fleetpulse_core::config::Validate::validate(&alert_cfg)?;
 
     let edge_stop = Shutdown::new();

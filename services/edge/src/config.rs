@@ -8,6 +8,7 @@ use fleetpulse_core::config::{ConfigError, Validate};
 use fleetpulse_core::kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::buffer::BufferConfig;
 use crate::discovery::DiscoveryConfig;
 use crate::ipp::{IppOptions, IppTarget};
 use crate::snmp::{split_host_port, DeviceTarget, SnmpOptions};
@@ -56,6 +57,8 @@ pub struct EdgeConfig {
     pub ipp: IppOptions,
     /// Kafka cluster and topics.
     pub kafka: KafkaConfig,
+    /// Store-and-forward buffer: every record is written here before it is sent.
+    pub buffer: BufferConfig,
     /// `/metrics` and `/healthz` listen address (off when unset).
     pub metrics_addr: Option<SocketAddr>,
     /// Devices polled at the same time, at most.
@@ -79,6 +82,7 @@ impl Default for EdgeConfig {
             snmp: SnmpOptions::default(),
             ipp: IppOptions::default(),
             kafka: KafkaConfig::default(),
+            buffer: BufferConfig::default(),
             metrics_addr: None,
             max_concurrent_polls: 64,
             shutdown_grace: Duration::from_secs(2),
@@ -203,7 +207,7 @@ impl Validate for EdgeConfig {
         if self.kafka.brokers.trim().is_empty() {
             return Err(bad("kafka.brokers", "must not be empty"));
         }
-        Ok(())
+        self.buffer.check()
     }
 }
 
@@ -236,6 +240,46 @@ retries = 1
         assert_eq!(c.snmp.timeout, Duration::from_millis(500));
         assert_eq!(c.snmp.max_repetitions, 20);
         assert_eq!(c.max_concurrent_polls, 64);
+        assert_eq!(c.buffer.max_bytes, 1 << 30);
+        assert_eq!(
+            c.buffer.dir,
+            std::path::Path::new("./fleetpulse-data/edge-buffer")
+        );
+        assert_eq!(c.buffer.fsync, crate::buffer::FsyncPolicy::Batch);
+        let c: EdgeConfig = from_toml(&format!(
+            "{BASE}\n[buffer]\ndir = \"/var/lib/fp\"\nmax_bytes = 67108864\nsegment_bytes = 1048576\nfsync = \"interval\"\nfsync_interval = \"250ms\"\nreplay_bytes_per_sec = 0\n"
+        ))
+        .unwrap();
+        assert_eq!(c.buffer.max_bytes, 64 << 20);
+        assert_eq!(c.buffer.fsync_interval, Duration::from_millis(250));
+        assert_eq!(c.buffer.replay_bytes_per_sec, 0);
+    }
+
+    #[test]
+    fn buffer_errors_name_the_key() {
+        for (toml, key) in [
+            (
+                "max_bytes = 1000000\nsegment_bytes = 1000000",
+                "buffer.max_bytes",
+            ),
+            ("segment_bytes = 1000", "buffer.segment_bytes"),
+            (
+                "fsync = \"interval\"\nfsync_interval = \"0s\"",
+                "buffer.fsync_interval",
+            ),
+            ("replay_bytes_per_sec = 10", "buffer.replay_bytes_per_sec"),
+            ("max_in_flight = 0", "buffer.max_in_flight"),
+            ("dir = \"\"", "buffer.dir"),
+        ] {
+            let err = from_toml::<EdgeConfig>(&format!("{BASE}\n[buffer]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let err = from_toml::<EdgeConfig>(&format!("{BASE}\n[buffer]\nfsync = \"sometimes\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fsync"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,11 @@
 //!   with a key derived from the connector's secret ([`publish`]); the
 //!   processor rejects what it cannot verify. Garbled device responses go to
 //!   the dead-letter topic as evidence instead of being silently dropped.
+//! - **Uplinks fail.** Every record goes through the bounded on-disk
+//!   [`buffer`] first and leaves it only when Kafka acknowledged it, so an
+//!   outage or a crash costs no usage counters or alerts; the buffer evicts
+//!   heartbeats and status samples first when it fills, and replays at a
+//!   capped bandwidth when the broker returns.
 //! - **Silence is a signal.** A device that does not answer produces no
 //!   records; the alerter notices the missing heartbeats. Slow or silent
 //!   agents are polled less often (per-device backoff) so an overloaded
@@ -31,11 +36,12 @@
 //!   Get-Printer-Attributes into the same snapshot, so both protocols give
 //!   the same records (`protocol = "ipp"` on a device).
 //!
-//! Entry points: [`run`] for the service, [`poll_device`] / [`poll_ipp`] +
+//! Entry points: [`run`] (or [`run_with_buffer`]) for the service, [`poll_device`] / [`poll_ipp`] +
 //! [`render_text`] for `fleetpulse poll`; [`poll_configured`] polls a
 //! configured device over its protocol.
 
 pub mod alerts;
+pub mod buffer;
 pub mod config;
 pub mod device;
 pub mod discovery;
@@ -55,6 +61,7 @@ use std::time::Duration;
 use fleetpulse_core::config::ConfigError;
 use fleetpulse_core::Shutdown;
 
+pub use buffer::{Buffer, BufferConfig, BufferError};
 pub use config::{DeviceConfig, EdgeConfig};
 pub use device::{poll_configured, poll_device, poll_device_with, DeviceSnapshot, PollError};
 pub use ipp::{poll_ipp, IppError, IppOptions, IppTarget};
@@ -65,8 +72,8 @@ pub use snmp::{
     SnmpOptions, SnmpSession, SnmpVersion,
 };
 
-/// How long the producer may take to deliver what is queued at shutdown.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a discovery sweep may take to stop after shutdown.
+const DISCOVERY_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the edge could not run.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,9 @@ pub enum EdgeError {
     /// The Kafka producer could not be created.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// The store-and-forward buffer could not be opened.
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
     /// The metrics endpoint could not listen.
     #[error("metrics endpoint: {0}")]
     Metrics(#[source] std::io::Error),
@@ -88,6 +98,7 @@ impl EdgeError {
         match self {
             EdgeError::Config(_) => false,
             EdgeError::Publish(e) => e.is_retriable(),
+            EdgeError::Buffer(e) => e.is_retriable(),
             EdgeError::Metrics(_) => true,
         }
     }
@@ -95,11 +106,37 @@ impl EdgeError {
 
 /// Run the edge connector until `shutdown` is cancelled.
 ///
-/// Polls every configured device each `poll_interval`, publishes the
-/// resulting records, and a connector heartbeat each `heartbeat_interval`.
-/// On shutdown, in-flight polls get `shutdown_grace` to finish, then the
-/// producer is flushed (at most 10 s) and the function returns.
+/// Opens the buffer (`config.buffer`), then runs as [`run_with_buffer`].
 pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError> {
+    use fleetpulse_core::config::Validate;
+    config.validate()?;
+    let bc = config.buffer.clone();
+    let buffer = tokio::task::spawn_blocking(move || Buffer::open(bc))
+        .await
+        .map_err(|e| {
+            EdgeError::Buffer(BufferError::Io {
+                op: "open",
+                dir: config.buffer.dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })??;
+    run_with_buffer(config, buffer, shutdown).await
+}
+
+/// Run the edge connector on an opened buffer until `shutdown` is cancelled
+/// (tests keep a handle on the buffer to watch it).
+///
+/// Polls every configured (and discovered) device each `poll_interval` over
+/// its protocol and appends the resulting records (and dead letters for
+/// undecodable SNMP responses) to the buffer, a connector heartbeat each
+/// `heartbeat_interval`; a forwarder sends the buffer to Kafka. On shutdown,
+/// in-flight polls get `shutdown_grace` to finish, then in-flight sends get
+/// at most 10 s; what was not acknowledged stays in the buffer for the next start.
+pub async fn run_with_buffer(
+    config: EdgeConfig,
+    buffer: Arc<Buffer>,
+    shutdown: Shutdown,
+) -> Result<(), EdgeError> {
     use fleetpulse_core::config::Validate;
     config.validate()?;
     let secret =
@@ -122,21 +159,37 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
     } else {
         None
     };
-    let (publisher, ack) = Publisher::new(&config.kafka, &secret, &config.connector_id)?;
+    let publisher = Publisher::new(&config.kafka, &secret, &config.connector_id)?;
     tracing::info!(
         devices = config.devices.len(),
         discovery = config.discovery.enabled(),
         poll_interval = ?config.poll_interval,
         connector_id = %config.connector_id,
         compression = publisher.compression(),
+        buffer_dir = %config.buffer.dir.display(),
         "edge connector started"
     );
+    // The forwarder outlives the pollers, so their last records get a chance to go out.
+    let forward_stop = Shutdown::new();
+    let forwarder = tokio::spawn(publish::forward(
+        buffer.clone(),
+        publisher.clone(),
+        forward_stop.clone(),
+    ));
+    let syncer = (config.buffer.fsync == buffer::FsyncPolicy::Interval).then(|| {
+        tokio::spawn(sync_task(
+            buffer.clone(),
+            config.buffer.fsync_interval,
+            forward_stop.clone(),
+        ))
+    });
     let shared = Arc::new(poller::Shared {
         origin: poller::Origin {
             tenant_id: config.tenant_id.clone(),
             connector_id: config.connector_id.clone(),
         },
-        publisher: publisher.clone(),
+        kafka: config.kafka.clone(),
+        buffer: buffer.clone(),
         semaphore: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_polls)),
         snmp: config.snmp.clone(),
         ipp: config.ipp.clone(),
@@ -156,13 +209,37 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
     poller::run_tasks(&config, shared, shutdown, found).await;
     if let Some(task) = discovery_task {
         // A sweep stops starting probes at shutdown; in-flight ones end within their timeouts.
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, task).await;
+        let _ = tokio::time::timeout(DISCOVERY_STOP_TIMEOUT, task).await;
     }
-    tracing::info!("edge connector stopping: flushing Kafka producer");
-    let p = publisher.clone();
-    let _ = tokio::task::spawn_blocking(move || p.flush(FLUSH_TIMEOUT)).await;
-    drop(publisher);
-    ack.join().await;
-    tracing::info!("edge connector stopped");
+    tracing::info!("edge connector stopping: delivering in-flight records");
+    forward_stop.cancel();
+    let _ = forwarder.await;
+    if let Some(s) = syncer {
+        let _ = s.await;
+    }
+    let b = buffer.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.sync()).await {
+        tracing::error!(error = %e, "buffer: final fsync failed");
+    }
+    tracing::info!(
+        left_in_buffer = buffer.stats().records,
+        "edge connector stopped"
+    );
     Ok(())
+}
+
+/// `fsync = "interval"`: make appends durable every `every`.
+async fn sync_task(buffer: Arc<Buffer>, every: Duration, stop: Shutdown) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let b = buffer.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.sync()).await {
+            tracing::error!(error = %e, "buffer: periodic fsync failed");
+            metrics::counter!("fleetpulse_edge_buffer_errors_total").increment(1);
+        }
+    }
 }

@@ -14,6 +14,11 @@
 //! slow poll (over half of `snmp.poll_deadline`) it waits `2 × poll_interval`.
 //! IPP devices (`protocol = "ipp"`) are polled every `poll_interval`.
 //!
+//! Every poll's records (and a dead letter for an undecodable SNMP
+//! response), and the connector heartbeat, are appended to the
+//! [`crate::buffer`] ([`store`]); the forwarder in [`crate::publish`] sends
+//! them. Nothing here talks to Kafka.
+//!
 //! Discovered devices (see [`crate::discovery`]) are SNMP devices with their own tasks, polled
 //! at once; a discovered serial that moves to a new address keeps its task
 //! (and alert state), which switches address at its next poll. A device is
@@ -28,6 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fleetpulse_core::kafka::KafkaConfig;
 use fleetpulse_core::records::{
     AlertEvent, AlertTransition, ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, UsageCounters,
     SCHEMA_VERSION,
@@ -37,10 +43,11 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::alerts::{AlertRow, AlertTracker};
+use crate::buffer::{Buffer, BufferError, Rejected, StoredRecord};
 use crate::config::EdgeConfig;
 use crate::device::{poll_configured, DeviceSnapshot, PollError};
 use crate::discovery::Discovered;
-use crate::publish::{PublishError, Publisher};
+use crate::publish::{self, PublishError};
 use crate::snmp::{split_host_port, SnmpOptions, SnmpSession};
 
 /// Envelope values shared by every record of one connector.
@@ -165,21 +172,55 @@ pub(crate) fn records_of(
     }
 }
 
-/// Publish one poll's records under one batch id.
-async fn publish_records(p: &Publisher, r: &PollRecords) -> Result<usize, PublishError> {
+/// Encode one poll's records under one batch id.
+fn encode_records(kafka: &KafkaConfig, r: &PollRecords) -> Result<Vec<StoredRecord>, PublishError> {
     let batch = uuid::Uuid::now_v7().to_string();
-    p.publish(&r.heartbeat, &batch).await?;
-    p.publish(&r.status, &batch).await?;
-    let mut n = 2;
+    let mut out = vec![
+        publish::stored(kafka, &r.heartbeat, &batch)?,
+        publish::stored(kafka, &r.status, &batch)?,
+    ];
     if let Some(c) = &r.counters {
-        p.publish(c, &batch).await?;
-        n += 1;
+        out.push(publish::stored(kafka, c, &batch)?);
     }
     for a in &r.alerts {
-        p.publish(a, &batch).await?;
-        n += 1;
+        out.push(publish::stored(kafka, a, &batch)?);
     }
-    Ok(n)
+    Ok(out)
+}
+
+/// Why records did not reach the buffer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error(transparent)]
+    Encode(#[from] PublishError),
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+}
+
+/// Append records to the buffer; log what it rejected. Returns how many were stored.
+pub(crate) async fn store(
+    buffer: &Arc<Buffer>,
+    records: Vec<StoredRecord>,
+) -> Result<usize, StoreError> {
+    let b = buffer.clone();
+    let outcome = tokio::task::spawn_blocking(move || b.append(records))
+        .await
+        .map_err(|e| BufferError::Io {
+            op: "append",
+            dir: buffer.config().dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    for r in &outcome.rejected {
+        record_rejected(r);
+    }
+    Ok(outcome.stored)
+}
+
+/// A never-evicted record did not fit: data loss, said loudly.
+fn record_rejected(r: &Rejected) {
+    tracing::error!(class = r.class().name(), "{r}");
+    metrics::counter!("fleetpulse_edge_buffer_rejected_total", "class" => r.class().name())
+        .increment(1);
 }
 
 fn device_polled(address: &str, device_id: &str, records: usize, elapsed: Duration) {
@@ -208,9 +249,9 @@ fn device_garbled(address: &str, e: &PollError, bytes: usize) {
     metrics::counter!("fleetpulse_edge_polls_total", "outcome" => "snmp_decode").increment(1);
 }
 
-fn records_not_published(address: &str, e: &PublishError) {
-    tracing::error!(address, error = %e, "records of a poll could not be queued for Kafka");
-    metrics::counter!("fleetpulse_edge_publish_failures_total").increment(1);
+fn records_not_stored(address: &str, e: &StoreError) {
+    tracing::error!(address, error = %e, "records of a poll could not be stored in the buffer; they are lost");
+    metrics::counter!("fleetpulse_edge_buffer_errors_total").increment(1);
 }
 
 /// Deterministic start offset of a device inside the first interval.
@@ -226,7 +267,8 @@ fn start_offset(address: &str, interval: Duration) -> Duration {
 /// Everything a device task shares with the others.
 pub(crate) struct Shared {
     pub(crate) origin: Origin,
-    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) kafka: KafkaConfig,
+    pub(crate) buffer: Arc<Buffer>,
     pub(crate) semaphore: Arc<Semaphore>,
     pub(crate) snmp: SnmpOptions,
     pub(crate) ipp: crate::ipp::IppOptions,
@@ -332,14 +374,18 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                         .insert(snapshot.identity.device_id.clone());
                 }
                 let records = records_of(&shared.origin, &snapshot, &mut tracker);
-                match publish_records(&shared.publisher, &records).await {
+                let stored = match encode_records(&shared.kafka, &records) {
+                    Ok(batch) => store(&shared.buffer, batch).await,
+                    Err(e) => Err(e.into()),
+                };
+                match stored {
                     Ok(n) => device_polled(
                         &device.address,
                         &snapshot.identity.device_id,
                         n,
                         started.elapsed(),
                     ),
-                    Err(e) => records_not_published(&device.address, &e),
+                    Err(e) => records_not_stored(&device.address, &e),
                 }
             }
             Err(e) => {
@@ -347,12 +393,15 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                 if let Some(raw) = e.raw_response() {
                     device_garbled(&device.address, &e, raw.len());
                     let batch = uuid::Uuid::now_v7().to_string();
-                    if let Err(pe) = shared
-                        .publisher
-                        .dead_letter_snmp(&device.address, &e.to_string(), raw, &batch)
-                        .await
-                    {
-                        records_not_published(&device.address, &pe);
+                    let dl = publish::dead_letter(
+                        &shared.kafka,
+                        &device.address,
+                        &e.to_string(),
+                        raw,
+                        &batch,
+                    );
+                    if let Err(se) = store(&shared.buffer, vec![dl]).await {
+                        records_not_stored(&device.address, &se);
                     }
                 } else if e.is_silence() {
                     device_unreachable(&device.address, &e);
@@ -377,7 +426,7 @@ fn poll_backed_off(address: &str, delay: Duration) {
     metrics::counter!("fleetpulse_edge_poll_backoffs_total").increment(1);
 }
 
-/// Publish a connector heartbeat every `interval` until shutdown.
+/// Store a connector heartbeat every `interval` until shutdown.
 pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shutdown: Shutdown) {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(interval);
@@ -389,23 +438,29 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
         }
         let o = &shared.origin;
         let (device_count, reachable) = shared.reachable_counts();
+        let stats = shared.buffer.stats();
+        let now = fleetpulse_core::now_millis();
         let hb = envelope!(
             o,
             o.connector_id,
-            fleetpulse_core::now_millis(),
+            now,
             ConnectorHeartbeat {
                 version: fleetpulse_core::VERSION.to_string(),
                 device_count: i32::try_from(device_count).unwrap_or(i32::MAX),
                 devices_reachable: i32::try_from(reachable).unwrap_or(i32::MAX),
-                buffer_depth: 0,
-                oldest_buffered_age_ms: None,
-                last_upload_at: shared.publisher.last_upload_at(),
+                buffer_depth: i64::try_from(stats.records).unwrap_or(i64::MAX),
+                oldest_buffered_age_ms: stats.oldest_enqueued_at.map(|t| (now - t).max(0)),
+                last_upload_at: shared.buffer.last_upload_at(),
                 uptime_s: i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX),
             }
         );
         let batch = uuid::Uuid::now_v7().to_string();
-        if let Err(e) = shared.publisher.publish(&hb, &batch).await {
-            records_not_published("connector", &e);
+        let stored = match publish::stored(&shared.kafka, &hb, &batch) {
+            Ok(r) => store(&shared.buffer, vec![r]).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = stored {
+            records_not_stored("connector", &e);
         }
         metrics::gauge!("fleetpulse_edge_devices_reachable").set(reachable as f64);
     }

@@ -1,14 +1,34 @@
-//! Signed publishing to Kafka.
+//! Signed publishing to Kafka, from the store-and-forward buffer.
 //!
-//! Every record is signed over (topic, key, batch, seq, ts, payload) so the
-//! processor can prove it came from this connector and was not moved or
-//! altered. Sends are never awaited one by one (each would cost `linger.ms`):
-//! delivery futures go to one acknowledgement task that counts what the
-//! broker confirmed and logs what it refused.
+//! Records are encoded when they are produced ([`stored`],
+//! [`dead_letter`]) and appended to the [`crate::buffer`]; [`forward`]
+//! reads the buffer oldest first and sends. Why this shape:
+//!
+//! - **Sign at send time.** The signature covers (topic, key, batch, seq,
+//!   ts, payload); `ts` is the send time, because the processor will check
+//!   signature timestamps against a window, and a record replayed after a
+//!   six-hour outage must not look stale or forged. The batch id is stored
+//!   with the record, so a poll's records still share it after a replay.
+//! - **Never one by one.** Up to `buffer.max_in_flight` sends are in flight
+//!   at once (awaiting each would cost `linger.ms`); their delivery futures
+//!   resolve in one [`FuturesUnordered`], and only a broker acknowledgement
+//!   removes a record from the buffer.
+//! - **librdkafka never gives up on its own.** `message.timeout.ms = 0`
+//!   (infinite) by default: during an outage the in-flight window simply
+//!   stays full and the backlog stays on disk, bounded, instead of in
+//!   memory; when the broker returns, the idempotent producer delivers the
+//!   window in order and the buffer replays the rest behind it. Were a
+//!   delivery to fail anyway (an operator-set timeout, a permanent broker
+//!   error), the record goes back to the buffer and is sent again after a
+//!   back-off.
+//! - **Bandwidth cap.** A token bucket (`buffer.replay_bytes_per_sec`,
+//!   counted in stored record bytes, before compression) paces all sends,
+//!   so a replay after an outage does not saturate a branch office uplink.
+//!   Live traffic shares the cap; it must be above the fleet's steady rate.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetpulse_core::kafka::{dlq_headers, KafkaConfig};
 use fleetpulse_core::records::Record;
@@ -16,16 +36,24 @@ use fleetpulse_core::signing::{
     SigningKey, HDR_BATCH, HDR_CONNECTOR, HDR_KEY_ID, HDR_SEQ, HDR_SIG, HDR_TS,
 };
 use fleetpulse_core::telemetry::{self, COUNTERS};
-use fleetpulse_core::{codec, now_millis};
+use fleetpulse_core::{codec, now_millis, Shutdown};
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use futures::FutureExt;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use tokio::sync::mpsc;
+
+use crate::buffer::{Buffer, Class, StoredRecord};
 
 /// Largest raw SNMP response copied to the dead-letter topic.
 pub const DLQ_PAYLOAD_MAX: usize = 64 * 1024;
+
+/// How long the producer may take to deliver what is in flight at shutdown.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Records read from the buffer per claim.
+const CLAIM_BATCH: usize = 500;
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,28 +82,66 @@ impl PublishError {
     }
 }
 
-/// What a delivery acknowledgement counts towards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Record,
-    DeadLetter,
+/// Encode a record for the buffer: its topic, its device id as key.
+pub fn stored<R: Record>(
+    kafka: &KafkaConfig,
+    record: &R,
+    batch: &str,
+) -> Result<StoredRecord, PublishError> {
+    Ok(StoredRecord {
+        seq: 0,
+        class: Class::of(R::TYPE),
+        enqueued_at: 0,
+        topic: kafka.topic(R::TYPE),
+        key: record.device_id().as_bytes().to_vec(),
+        batch: batch.to_string(),
+        event_id: record.event_id().to_string(),
+        headers: Vec::new(),
+        payload: codec::encode(record)?,
+    })
 }
 
-struct Pending {
-    future: DeliveryFuture,
-    topic: String,
-    kind: Kind,
+/// A dead-letter record for an SNMP response that did not decode.
+pub fn dead_letter(
+    kafka: &KafkaConfig,
+    address: &str,
+    reason: &str,
+    raw: &[u8],
+    batch: &str,
+) -> StoredRecord {
+    let payload = raw[..raw.len().min(DLQ_PAYLOAD_MAX)].to_vec();
+    let headers = vec![
+        (
+            dlq_headers::ERROR_CLASS.to_string(),
+            b"snmp_decode".to_vec(),
+        ),
+        (dlq_headers::REASON.to_string(), reason.as_bytes().to_vec()),
+        (dlq_headers::STAGE.to_string(), b"edge".to_vec()),
+        (
+            dlq_headers::ORIGINAL_TOPIC.to_string(),
+            format!("snmp://{address}").into_bytes(),
+        ),
+    ];
+    StoredRecord {
+        seq: 0,
+        class: Class::DeadLetter,
+        enqueued_at: 0,
+        topic: kafka.dlq_topic(),
+        key: address.as_bytes().to_vec(),
+        batch: batch.to_string(),
+        event_id: String::new(),
+        headers,
+        payload,
+    }
 }
 
-/// A signed Kafka publisher for one connector.
+/// A signing Kafka producer for one connector.
 pub struct Publisher {
     producer: FutureProducer,
     kafka: KafkaConfig,
     key: SigningKey,
     connector_id: String,
     seq: AtomicU64,
-    pending: mpsc::UnboundedSender<Pending>,
-    last_upload_at: Arc<AtomicI64>,
     compression: &'static str,
 }
 
@@ -89,17 +155,6 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-/// Handle on the acknowledgement task; await it after the last send.
-#[derive(Debug)]
-pub struct AckTask(tokio::task::JoinHandle<()>);
-
-impl AckTask {
-    /// Wait until every queued send was acknowledged or failed.
-    pub async fn join(self) {
-        let _ = self.0.await;
-    }
-}
-
 fn producer_config(kafka: &KafkaConfig, compression: &str) -> ClientConfig {
     let mut c = kafka.client_config();
     // Our settings, unless the operator overrode them in kafka.properties.
@@ -108,7 +163,8 @@ fn producer_config(kafka: &KafkaConfig, compression: &str) -> ClientConfig {
         ("acks", "all"),
         ("compression.type", compression),
         ("linger.ms", "50"),
-        ("message.timeout.ms", "300000"),
+        // The buffer owns durability: librdkafka retries until delivered.
+        ("message.timeout.ms", "0"),
     ] {
         if !kafka.properties.contains_key(k) {
             c.set(k, v);
@@ -118,13 +174,12 @@ fn producer_config(kafka: &KafkaConfig, compression: &str) -> ClientConfig {
 }
 
 impl Publisher {
-    /// Create the producer (zstd when this librdkafka has it, else lz4) and
-    /// start the acknowledgement task.
+    /// Create the producer (zstd when this librdkafka has it, else lz4).
     pub fn new(
         kafka: &KafkaConfig,
         secret: &[u8],
         connector_id: &str,
-    ) -> Result<(Arc<Publisher>, AckTask), PublishError> {
+    ) -> Result<Arc<Publisher>, PublishError> {
         let (producer, compression) = match producer_config(kafka, "zstd")
             .create::<FutureProducer>()
         {
@@ -139,25 +194,17 @@ impl Publisher {
                 )
             }
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let last_upload_at = Arc::new(AtomicI64::new(0));
-        let ack = AckTask(tokio::spawn(acknowledge(rx, last_upload_at.clone())));
         let seq_start = u64::try_from(now_millis())
             .unwrap_or(0)
             .saturating_mul(1000);
-        Ok((
-            Arc::new(Publisher {
-                producer,
-                kafka: kafka.clone(),
-                key: SigningKey::derive(secret, connector_id),
-                connector_id: connector_id.to_string(),
-                seq: AtomicU64::new(seq_start),
-                pending: tx,
-                last_upload_at,
-                compression,
-            }),
-            ack,
-        ))
+        Ok(Arc::new(Publisher {
+            producer,
+            kafka: kafka.clone(),
+            key: SigningKey::derive(secret, connector_id),
+            connector_id: connector_id.to_string(),
+            seq: AtomicU64::new(seq_start),
+            compression,
+        }))
     }
 
     /// The compression codec in use.
@@ -165,78 +212,28 @@ impl Publisher {
         self.compression
     }
 
-    /// Last time the broker acknowledged a record, ms since epoch.
-    pub fn last_upload_at(&self) -> Option<i64> {
-        Some(self.last_upload_at.load(Ordering::Relaxed)).filter(|v| *v > 0)
+    /// The Kafka settings (topic names).
+    pub fn kafka(&self) -> &KafkaConfig {
+        &self.kafka
     }
 
-    /// Sign and queue one record on its topic, keyed by its device id.
-    pub async fn publish<R: Record>(&self, record: &R, batch: &str) -> Result<(), PublishError> {
-        let topic = self.kafka.topic(R::TYPE);
-        let payload = codec::encode(record)?;
-        self.send(
-            topic,
-            record.device_id().as_bytes(),
-            &payload,
-            batch,
-            OwnedHeaders::new(),
-            Kind::Record,
-        )
-        .await
-    }
-
-    /// Queue a dead-letter record for an SNMP response that did not decode.
-    pub async fn dead_letter_snmp(
-        &self,
-        address: &str,
-        reason: &str,
-        raw: &[u8],
-        batch: &str,
-    ) -> Result<(), PublishError> {
-        let payload = &raw[..raw.len().min(DLQ_PAYLOAD_MAX)];
-        let original = format!("snmp://{address}");
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: dlq_headers::ERROR_CLASS,
-                value: Some("snmp_decode"),
-            })
-            .insert(Header {
-                key: dlq_headers::REASON,
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: dlq_headers::STAGE,
-                value: Some("edge"),
-            })
-            .insert(Header {
-                key: dlq_headers::ORIGINAL_TOPIC,
-                value: Some(original.as_str()),
-            });
-        self.send(
-            self.kafka.dlq_topic(),
-            address.as_bytes(),
-            payload,
-            batch,
-            headers,
-            Kind::DeadLetter,
-        )
-        .await
-    }
-
-    async fn send(
-        &self,
-        topic: String,
-        key: &[u8],
-        payload: &[u8],
-        batch: &str,
-        headers: OwnedHeaders,
-        kind: Kind,
-    ) -> Result<(), PublishError> {
+    /// Sign a buffered record now and queue it; the future resolves when
+    /// the broker acknowledged (or librdkafka gave up on) it.
+    pub fn send(&self, r: &StoredRecord) -> Result<DeliveryFuture, PublishError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let ts = now_millis();
-        let sig = self.key.sign(&topic, key, batch, seq, ts, payload);
+        let sig = self
+            .key
+            .sign(&r.topic, &r.key, &r.batch, seq, ts, &r.payload);
         let seq_s = seq.to_string();
         let ts_s = ts.to_string();
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 6);
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header {
+                key: k.as_str(),
+                value: Some(v.as_slice()),
+            });
+        }
         let headers = headers
             .insert(Header {
                 key: HDR_CONNECTOR,
@@ -248,7 +245,7 @@ impl Publisher {
             })
             .insert(Header {
                 key: HDR_BATCH,
-                value: Some(batch),
+                value: Some(r.batch.as_str()),
             })
             .insert(Header {
                 key: HDR_SEQ,
@@ -262,88 +259,230 @@ impl Publisher {
                 key: HDR_SIG,
                 value: Some(sig.as_str()),
             });
-        let mut record = FutureRecord::to(&topic)
-            .key(key)
-            .payload(payload)
+        let record = FutureRecord::to(&r.topic)
+            .key(&r.key)
+            .payload(&r.payload)
             .headers(headers);
-        // A full local queue is back-pressure, not failure: wait and retry for a while.
-        let mut waited = Duration::ZERO;
-        loop {
-            match self.producer.send_result(record) {
-                Ok(future) => {
-                    let _ = self.pending.send(Pending {
-                        future,
-                        topic: topic.clone(),
-                        kind,
-                    });
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
-                    if waited < Duration::from_secs(30) =>
-                {
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    waited += Duration::from_millis(50);
-                }
-                Err((source, _)) => {
-                    publish_failed(&topic, &source);
-                    return Err(PublishError::Enqueue { topic, source });
-                }
-            }
-        }
+        self.producer
+            .send_result(record)
+            .map_err(|(source, _)| PublishError::Enqueue {
+                topic: r.topic.clone(),
+                source,
+            })
     }
 
     /// Flush the producer (bounded), so queued records reach the broker.
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {
-            tracing::error!(error = %e, ?timeout, "Kafka flush did not complete; unsent records are lost");
+            tracing::warn!(error = %e, ?timeout, "Kafka flush did not complete; unacknowledged records stay in the buffer");
             metrics::counter!("fleetpulse_edge_flush_failures_total").increment(1);
         }
     }
 }
 
-/// Count acknowledged records; log refused ones. Ends when every sender is gone
-/// and every pending delivery resolved.
-async fn acknowledge(mut rx: mpsc::UnboundedReceiver<Pending>, last_upload_at: Arc<AtomicI64>) {
-    let mut inflight = FuturesUnordered::new();
-    let mut open = true;
-    loop {
-        tokio::select! {
-            p = rx.recv(), if open => match p {
-                Some(p) => inflight.push(async move {
-                    let r = p.future.await;
-                    (r, p.topic, p.kind)
-                }),
-                None => open = false,
-            },
-            Some((result, topic, kind)) = inflight.next(), if !inflight.is_empty() => {
-                match result {
-                    Ok(Ok(_)) => {
-                        last_upload_at.store(now_millis(), Ordering::Relaxed);
-                        match kind {
-                            Kind::Record => telemetry::add(&COUNTERS.events_sent, "fleetpulse_edge_events_sent_total", 1),
-                            Kind::DeadLetter => telemetry::add(&COUNTERS.dead_lettered, "fleetpulse_edge_dead_lettered_total", 1),
-                        }
-                    }
-                    Ok(Err((e, _))) => delivery_failed(&topic, &e),
-                    Err(_) => delivery_failed(&topic, &KafkaError::Canceled),
-                }
-            },
-            else => break,
+/// Paces sends to a byte rate (0 = unlimited).
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(bytes_per_sec: u64) -> TokenBucket {
+        let rate = bytes_per_sec as f64;
+        let burst = (rate / 4.0).max(64.0 * 1024.0);
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// Spend `n` bytes; how long to wait before sending them.
+    fn take(&mut self, n: usize) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        self.tokens -= n as f64;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
         }
     }
 }
 
-fn publish_failed(topic: &str, e: &KafkaError) {
-    tracing::error!(topic, error = %e, "cannot queue record for Kafka; it is dropped");
+type Delivery = (u64, Class, Result<(), KafkaError>);
+
+fn delivered(class: Class, n: u64) {
+    if class == Class::DeadLetter {
+        telemetry::add(
+            &COUNTERS.dead_lettered,
+            "fleetpulse_edge_dead_lettered_total",
+            n,
+        );
+    } else {
+        telemetry::add(
+            &COUNTERS.events_sent,
+            "fleetpulse_edge_events_sent_total",
+            n,
+        );
+    }
+}
+
+fn delivery_failed(seq: u64, e: &KafkaError, backoff: Duration) {
+    tracing::warn!(
+        seq,
+        error = %e,
+        ?backoff,
+        "Kafka did not acknowledge a record; it stays in the buffer and is sent again"
+    );
+    metrics::counter!("fleetpulse_edge_delivery_failures_total").increment(1);
+}
+
+fn send_failed(e: &PublishError, backoff: Duration) {
+    tracing::warn!(error = %e, ?backoff, "cannot queue a record for Kafka; it stays in the buffer");
     metrics::counter!("fleetpulse_edge_publish_failures_total").increment(1);
 }
 
-fn delivery_failed(topic: &str, e: &KafkaError) {
-    tracing::error!(
-        topic,
-        error = %e,
-        "Kafka did not acknowledge a record after librdkafka's retries; it is lost (store-and-forward is not implemented yet)"
+fn buffer_failed(e: &crate::buffer::BufferError) {
+    tracing::error!(error = %e, "buffer: cannot write the ack cursor; acknowledged records may be sent again after a restart");
+    metrics::counter!("fleetpulse_edge_buffer_errors_total").increment(1);
+}
+
+/// Apply delivery results to the buffer (acks remove, failures put back).
+async fn settle(buffer: &Arc<Buffer>, results: &mut Vec<Delivery>, force_checkpoint: bool) -> bool {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    let mut failure = false;
+    for (seq, class, r) in results.drain(..) {
+        match r {
+            Ok(()) => {
+                delivered(class, 1);
+                ok.push(seq);
+            }
+            Err(e) => {
+                delivery_failed(seq, &e, Duration::from_secs(1));
+                failed.push(seq);
+                failure = true;
+            }
+        }
+    }
+    let b = buffer.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        b.ack(&ok);
+        b.nack(&failed);
+        b.checkpoint(force_checkpoint)
+    })
+    .await;
+    if let Ok(Err(e)) = res {
+        buffer_failed(&e);
+    }
+    failure
+}
+
+/// Send the buffer's records to Kafka, oldest first, until `shutdown`;
+/// then give in-flight sends [`FLUSH_TIMEOUT`] and write the ack cursor.
+pub async fn forward(buffer: Arc<Buffer>, publisher: Arc<Publisher>, shutdown: Shutdown) {
+    let window = buffer.config().max_in_flight;
+    let mut bucket = TokenBucket::new(buffer.config().replay_bytes_per_sec);
+    let mut inflight = FuturesUnordered::new();
+    let mut results: Vec<Delivery> = Vec::new();
+    let mut backoff = Duration::from_secs(1);
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    'run: loop {
+        if paused_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            paused_until = None;
+        }
+        let room = window.saturating_sub(inflight.len());
+        let mut claimed = 0;
+        if room > 0 && paused_until.is_none() {
+            let b = buffer.clone();
+            let batch =
+                tokio::task::spawn_blocking(move || b.claim(room.min(CLAIM_BATCH), 4 << 20))
+                    .await
+                    .unwrap_or_default();
+            claimed = batch.len();
+            for r in batch {
+                let wait = bucket.take(r.frame_len());
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'run,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                match publisher.send(&r) {
+                    Ok(fut) => {
+                        let (seq, class) = (r.seq, r.class);
+                        inflight.push(fut.map(move |d| {
+                            let r = match d {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err((e, _))) => Err(e),
+                                Err(_) => Err(KafkaError::Canceled),
+                            };
+                            (seq, class, r)
+                        }));
+                    }
+                    Err(e) => {
+                        send_failed(&e, backoff);
+                        results.push((r.seq, r.class, Err(KafkaError::Canceled)));
+                        paused_until = Some(tokio::time::Instant::now() + backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+        while let Some(Some(d)) = inflight.next().now_or_never() {
+            results.push(d);
+        }
+        if claimed == 0 || !results.is_empty() {
+            if claimed == 0 && results.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'run,
+                    Some(d) = inflight.next(), if !inflight.is_empty() => results.push(d),
+                    _ = buffer.wait_for_records(), if inflight.len() < window && paused_until.is_none() => {}
+                    _ = tick.tick() => {}
+                }
+                while let Some(Some(d)) = inflight.next().now_or_never() {
+                    results.push(d);
+                }
+            }
+            if !results.is_empty() {
+                if settle(&buffer, &mut results, false).await {
+                    paused_until = Some(tokio::time::Instant::now() + backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                } else {
+                    backoff = Duration::from_secs(1);
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    // Shutdown: deliver what is in flight (bounded), record the acks.
+    let p = publisher.clone();
+    let _ = tokio::task::spawn_blocking(move || p.flush(FLUSH_TIMEOUT)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !inflight.is_empty() {
+        match tokio::time::timeout_at(deadline, inflight.next()).await {
+            Ok(Some(d)) => results.push(d),
+            _ => break,
+        }
+    }
+    settle(&buffer, &mut results, true).await;
+    let stats = buffer.stats();
+    tracing::info!(
+        left_in_buffer = stats.records,
+        in_flight_unacknowledged = inflight.len(),
+        "forwarder stopped"
     );
-    metrics::counter!("fleetpulse_edge_delivery_failures_total").increment(1);
 }

@@ -637,7 +637,12 @@ mod end_to_end {
         let ipp_serial = ipp_printers[0].serial.clone();
         let device_count = devices.len();
         std::env::set_var("FP_EDGE_E2E_SECRET", SECRET);
+        let buffer_dir = tempfile::tempdir().expect("temp dir");
         let config = EdgeConfig {
+            buffer: crate::buffer::BufferConfig {
+                dir: buffer_dir.path().to_path_buf(),
+                ..Default::default()
+            },
             tenant_id: "tenant-e2e".into(),
             connector_id: "conn-e2e".into(),
             connector_secret: "env:FP_EDGE_E2E_SECRET".into(),
