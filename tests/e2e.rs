@@ -201,8 +201,10 @@ fn pipeline_end_to_end_against_tansu() {
     processor.sigkill();
     let mut processor = Proc::spawn(&bin, "processor", &proc_args, &env, d);
 
-    // Bad input from outside: a bad signature, and a well-signed record of the wrong schema.
-    let injected = fpcheck(&[
+    // Bad input from outside: a bad signature, a well-signed record of the
+    // wrong schema, one signed 10 minutes before it was produced, and a replay
+    // of a valid record (the original belongs in the lake, once).
+    let inject = fpcheck(&[
         "inject",
         "--brokers",
         &kafka,
@@ -213,13 +215,18 @@ fn pipeline_end_to_end_against_tansu() {
         "--connector",
         CONNECTOR,
     ]);
-    let injected: Vec<String> = injected["injected"]
+    assert_eq!(
+        inject["valid"].as_array().map(Vec::len),
+        Some(1),
+        "the original of the replay was delivered: {inject}"
+    );
+    let injected: Vec<String> = inject["injected"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(injected.len(), 2, "both bad records were delivered");
+    assert_eq!(injected.len(), 4, "every bad record was delivered");
 
     std::thread::sleep(Duration::from_secs(8));
     assert!(
@@ -339,7 +346,13 @@ fn pipeline_end_to_end_against_tansu() {
         .iter()
         .filter_map(|h| h["fp-error-class"].as_str())
         .collect();
-    for want in ["bad_signature", "wrong_schema", "snmp_decode"] {
+    for want in [
+        "bad_signature",
+        "wrong_schema",
+        "stale_signature",
+        "replayed_sequence",
+        "snmp_decode",
+    ] {
         assert!(classes.contains(&want), "no {want} in the DLQ: {dlq}");
     }
     for h in dlq["records"].as_array().unwrap() {

@@ -52,6 +52,16 @@ def decode(payload):
     return name, rec
 
 
+def encode(name, rec):
+    """Avro single-object encoding of `rec` with schema `name` (fastavro)."""
+    for fp, (n, parsed) in SCHEMAS.items():
+        if n == name:
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, parsed, rec)
+            return b"\xc3\x01" + fp + buf.getvalue()
+    raise KeyError(name)
+
+
 def consume_all(brokers, topics, idle=6.0, limit=180.0):
     """Every message on `topics` from the beginning, until `idle` seconds pass without one."""
     c = Consumer({
@@ -171,7 +181,11 @@ def sign(secret, connector_id, topic, key, batch, seq, ts, payload):
 
 
 def cmd_inject(a):
-    """Publish a record with a bad signature and a correctly signed record of the wrong schema."""
+    """Publish bad records: a bad signature, a correctly signed record of the wrong
+    schema, a correctly signed record whose signing time is 10 minutes older
+    than its Kafka timestamp, and a replay (a valid record published again,
+    byte for byte). Prints the positions of those (`injected`: none belongs in
+    the lake) and of the replayed original (`valid`: it belongs in the lake)."""
     status_topic = f"{a.prefix}.raw.device_status"
     hb_topic = f"{a.prefix}.raw.device_heartbeat"
     sample = {}
@@ -205,8 +219,29 @@ def cmd_inject(a):
     headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", "inject-2"),
                ("fp-seq", "2"), ("fp-ts", str(ts)), ("fp-sig", sig)]
     p.produce(status_topic, key=key, value=hb.value(), headers=headers, on_delivery=on_delivery)
+    # 3. A status record correctly signed 10 minutes before it is produced.
+    old = ts - 10 * 60 * 1000
+    key_id, sig = sign(secret, a.connector, status_topic, key, "inject-3", 3, old, st.value())
+    headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", "inject-3"),
+               ("fp-seq", "3"), ("fp-ts", str(old)), ("fp-sig", sig)]
+    p.produce(status_topic, key=key, value=st.value(), headers=headers, on_delivery=on_delivery)
     p.flush(30)
-    print(json.dumps({"injected": delivered}))
+    # 4. A new valid status record (own event id), then the same bytes and
+    #    headers again: the second copy is a replay of sequence number 4.
+    _, rec = decode(st.value())
+    rec["event_id"] = str(uuid.uuid4())
+    fresh = encode("device_status", rec)
+    key_id, sig = sign(secret, a.connector, status_topic, key, "inject-4", 4, ts, fresh)
+    headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", "inject-4"),
+               ("fp-seq", "4"), ("fp-ts", str(ts)), ("fp-sig", sig)]
+    valid = []
+    p.produce(status_topic, key=key, value=fresh, headers=headers,
+              on_delivery=lambda err, msg: err is None and valid.append(
+                  f"{msg.topic()}:{msg.partition()}:{msg.offset()}"))
+    p.flush(30)
+    p.produce(status_topic, key=key, value=fresh, headers=headers, on_delivery=on_delivery)
+    p.flush(30)
+    print(json.dumps({"injected": delivered, "valid": valid, "replayed_event_id": rec["event_id"]}))
 
 
 def cmd_decode_files(a):

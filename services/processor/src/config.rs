@@ -43,6 +43,16 @@ pub struct ProcessorConfig {
     /// Signing secret of each connector id, as secret specs. Records of a
     /// connector not listed here go to the dead-letter topic.
     pub connector_secrets: BTreeMap<String, String>,
+    /// Largest accepted distance between a record's signing time (`fp-ts`)
+    /// and its Kafka timestamp (CreateTime or LogAppendTime; the processor's
+    /// clock only when the message has none). Older records are dead-lettered
+    /// as `stale_signature`, newer ones as `clock_skew`. The Kafka timestamp is
+    /// the reference, not the processor's clock, so a processor working
+    /// through a backlog accepts records that were fresh when they were
+    /// written. Sequence numbers are remembered for 3 × this span (see
+    /// `crate::replay`), so it also sizes the replay memory.
+    #[serde(with = "humantime_serde")]
+    pub signature_window: Duration,
     /// Also write the alerter's maintenance alerts into the lake.
     pub include_alerts: bool,
     /// Serve `/healthz` and `/metrics` here when set.
@@ -61,11 +71,15 @@ impl Default for ProcessorConfig {
             pseudonym_key: None,
             pseudonym_key_id: "v1".into(),
             connector_secrets: BTreeMap::new(),
+            signature_window: Duration::from_secs(300),
             include_alerts: false,
             metrics_addr: None,
         }
     }
 }
+
+/// Upper bound of `signature_window` (it sizes the replay memory).
+const MAX_SIGNATURE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 fn invalid(key: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid(format!("{key}: {reason}"))
@@ -114,6 +128,16 @@ impl Validate for ProcessorConfig {
         if self.roll_idle.is_zero() {
             return Err(invalid("roll_idle", "must be greater than 0"));
         }
+        if self.signature_window.is_zero() {
+            return Err(invalid("signature_window", "must be greater than 0"));
+        }
+        if self.signature_window > MAX_SIGNATURE_WINDOW {
+            return Err(invalid(
+                "signature_window",
+                "must be at most 24h: the replay memory holds every sequence number \
+                 signed within 3 x this span",
+            ));
+        }
         if self.kafka.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must not be empty"));
         }
@@ -150,6 +174,7 @@ mod tests {
         assert_eq!(cfg.roll_idle, Duration::from_secs(10));
         assert_eq!(cfg.roll_bytes, 1000);
         assert_eq!(cfg.group_id, "fleetpulse-processor");
+        assert_eq!(cfg.signature_window, Duration::from_secs(300));
         assert!(!cfg.include_alerts);
 
         let err = from_toml::<ProcessorConfig>(
@@ -165,5 +190,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("roll_bytes"), "{err}");
+
+        let base = "pseudonym_key = \"env:PK\"\n[connector_secrets]\nc = \"env:C\"\n";
+        let cfg: ProcessorConfig =
+            from_toml(&format!("signature_window = \"90s\"\n{base}")).unwrap();
+        assert_eq!(cfg.signature_window, Duration::from_secs(90));
+        for bad in ["0s", "2d"] {
+            let err =
+                from_toml::<ProcessorConfig>(&format!("signature_window = \"{bad}\"\n{base}"))
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains("signature_window"), "{bad}: {err}");
+        }
     }
 }

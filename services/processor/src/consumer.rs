@@ -7,16 +7,22 @@
 //! uncommitted, so a crash, a SIGKILL or a rebalance loses nothing: the next
 //! owner replays from the committed offset and the lake's create-if-absent
 //! file names ([`crate::lake`]) absorb what had already been written.
+//!
+//! The one piece of state beside the offsets is the memory of recently used
+//! sequence numbers ([`crate::replay`]); it is saved next to the lake after
+//! commits, and losing it only weakens replay detection.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse_core::kafka::{dlq_headers, KafkaConfig};
 use fleetpulse_core::schema::RecordType;
+use fleetpulse_core::signing::SignatureFields;
 use fleetpulse_core::telemetry::{self, COUNTERS};
-use fleetpulse_core::Shutdown;
+use fleetpulse_core::{now_millis, Shutdown};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -29,7 +35,8 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use crate::config::ProcessorConfig;
 use crate::lake::{utc_date, LakeWriter, Published, Segment};
 use crate::privacy::{observed_at, Transformer};
-use crate::verify::{Rejection, Verifier};
+use crate::replay::{self, Seen, SeqWindow};
+use crate::verify::{fmt_ms, ReferenceTime, Rejection, Verified, Verifier};
 use crate::ProcessorError;
 
 /// Per-run totals (the process-wide ones are in `telemetry::COUNTERS`).
@@ -132,6 +139,11 @@ pub(crate) struct Pipeline {
     revoked: Arc<Mutex<Vec<PartKey>>>,
     stats: Arc<Stats>,
     dlq_topic: String,
+    /// Recently used sequence numbers of each connector.
+    seqs: SeqWindow,
+    signature_window: Duration,
+    lake_dir: PathBuf,
+    last_seq_save: Instant,
 }
 
 /// The topics the processor reads.
@@ -204,6 +216,11 @@ impl Pipeline {
             .subscribe(&topic_refs)
             .map_err(kafka_err("subscribe"))?;
         tracing::info!(topics = ?topics, group = %config.group_id, lake = %lake.dir().display(), "processor consuming");
+        let mut seqs = SeqWindow::new(config.signature_window);
+        for e in seqs.load(lake.dir()) {
+            seq_state_failed("load", &e.to_string());
+        }
+        seq_state_loaded(&seqs);
         Ok(Pipeline {
             dlq_topic: config.kafka.dlq_topic(),
             kafka: config.kafka.clone(),
@@ -219,6 +236,10 @@ impl Pipeline {
             parts: HashMap::new(),
             revoked,
             stats,
+            seqs,
+            signature_window: config.signature_window,
+            lake_dir: config.lake_dir.clone(),
+            last_seq_save: Instant::now(),
         })
     }
 
@@ -274,6 +295,7 @@ impl Pipeline {
             self.flush(&k).await?;
         }
         self.commit_pending().await;
+        self.save_seqs().await;
         tracing::info!(
             rows = self.stats.rows_written.load(Ordering::Relaxed),
             files = self.stats.files_written.load(Ordering::Relaxed),
@@ -312,6 +334,9 @@ impl Pipeline {
             self.flush(&k).await?;
         }
         self.commit_pending().await;
+        if self.last_seq_save.elapsed() >= replay::SAVE_INTERVAL {
+            self.save_seqs().await;
+        }
         Ok(())
     }
 
@@ -331,8 +356,15 @@ impl Pipeline {
         if st.skip_until.is_some_and(|s| offset <= s) {
             st.consumed_through = Some(offset);
             metrics::counter!("fleetpulse_processor_records_skipped_total").increment(1);
+            // Verified by the run that wrote the file: remember its sequence
+            // number, in case the saved memory missed it.
+            if let Some(f) = signature_fields(&m).filter(|f| self.verifier.knows(&f.connector_id)) {
+                self.seqs
+                    .remember(&f.connector_id, f.seq, f.ts, (&key.0, key.1, offset));
+            }
             return Ok(());
         }
+        let reference = ReferenceTime::of(m.timestamp(), now_millis());
         // rdkafka panics on a header name that is not UTF-8, and a decoder
         // bug must not stop the pipeline either: such input is dead-lettered.
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -347,6 +379,7 @@ impl Pipeline {
                 m.key().unwrap_or_default(),
                 m.payload().unwrap_or_default(),
                 header_pairs,
+                reference,
             )
         }))
         .unwrap_or_else(|_| {
@@ -355,10 +388,35 @@ impl Pipeline {
                 "headers or payload made the reader fail unexpectedly",
             ))
         });
-        let (record_type, value) = match checked {
+        let Verified {
+            record_type,
+            value,
+            signature: sig,
+        } = match checked {
             Ok(v) => v,
             Err(rej) => return self.dead_letter(&m, rej).await,
         };
+        let position = (key.0.as_str(), key.1, offset);
+        match self
+            .seqs
+            .observe(&sig.connector_id, sig.seq, sig.ts, reference.ms, position)
+        {
+            Seen::New | Seen::Again => {}
+            Seen::OutOfOrder { max } => sequence_out_of_order(&sig, max),
+            Seen::Replay { first } => {
+                let rej = Rejection::new(
+                    "replayed_sequence",
+                    format!(
+                        "sequence number {} of connector {} (signed at {}) was already used \
+                         by the record at {first}",
+                        sig.seq,
+                        sig.connector_id,
+                        fmt_ms(sig.ts)
+                    ),
+                );
+                return self.dead_letter(&m, rej).await;
+            }
+        }
         let row = match self.transformer.transform(record_type, &value) {
             Ok(row) => row,
             Err(e) => {
@@ -494,6 +552,33 @@ impl Pipeline {
         }
     }
 
+    /// Save the sequence-number memory next to the lake (off the async
+    /// threads). A failure is logged: it weakens replay detection after a
+    /// restart, nothing else.
+    async fn save_seqs(&mut self) {
+        self.last_seq_save = Instant::now();
+        if !self.seqs.is_dirty() {
+            return;
+        }
+        let mut seqs = std::mem::replace(&mut self.seqs, SeqWindow::new(self.signature_window));
+        let dir = self.lake_dir.clone();
+        match tokio::task::spawn_blocking(move || {
+            let r = seqs.save(&dir);
+            (seqs, r)
+        })
+        .await
+        {
+            Ok((seqs, result)) => {
+                self.seqs = seqs;
+                match result {
+                    Ok(files) => seq_state_saved(&self.seqs, files),
+                    Err(e) => seq_state_failed("save", &e.to_string()),
+                }
+            }
+            Err(e) => seq_state_failed("save", &e.to_string()),
+        }
+    }
+
     /// Send a message to the dead-letter topic and wait for the broker's ack;
     /// only then may its offset be committed.
     async fn dead_letter(
@@ -548,7 +633,50 @@ impl Pipeline {
     }
 }
 
+/// The signature headers of a message, unverified (`None` if absent or
+/// unreadable; rdkafka panics on a header name that is not UTF-8).
+fn signature_fields(m: &OwnedMessage) -> Option<SignatureFields> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let headers = m.headers()?;
+        SignatureFields::from_headers(headers.iter().map(|h| (h.key, h.value))).ok()
+    }))
+    .ok()
+    .flatten()
+}
+
 // Events: each logs its line and bumps its metrics together.
+
+fn sequence_out_of_order(sig: &SignatureFields, max: u64) {
+    tracing::debug!(
+        connector = %sig.connector_id,
+        seq = sig.seq,
+        max,
+        "sequence number below the highest seen (normal across partitions; only reuse is rejected)"
+    );
+    metrics::counter!("fleetpulse_processor_sequence_out_of_order_total").increment(1);
+}
+
+fn seq_state_loaded(seqs: &SeqWindow) {
+    tracing::info!(
+        entries = seqs.len(),
+        "sequence-number memory loaded from the lake's _state"
+    );
+    metrics::gauge!("fleetpulse_processor_seq_memory_entries").set(seqs.len() as f64);
+}
+
+fn seq_state_saved(seqs: &SeqWindow, files: usize) {
+    tracing::debug!(files, entries = seqs.len(), "sequence-number memory saved");
+    metrics::gauge!("fleetpulse_processor_seq_memory_entries").set(seqs.len() as f64);
+}
+
+fn seq_state_failed(op: &'static str, error: &str) {
+    tracing::warn!(
+        op,
+        %error,
+        "sequence-number memory: {op} failed (replay detection across restarts is weaker)"
+    );
+    metrics::counter!("fleetpulse_processor_seq_state_errors_total", "op" => op).increment(1);
+}
 
 fn dead_lettered(m: &OwnedMessage, rej: &Rejection, stats: &Stats) {
     tracing::warn!(

@@ -16,6 +16,12 @@
 //!   topic, undecodable datum) goes to the dead-letter topic with its original
 //!   bytes and headers plus the reason ([`verify`]); the offset is committed
 //!   only after the DLQ acknowledged it.
+//! - **A signature is good once, and only while it is fresh.** The signing
+//!   time must be within `signature_window` of the record's Kafka timestamp
+//!   (not of the processor's clock, so a processor working through a backlog
+//!   rejects nothing that was fresh when written; [`verify`]), and a
+//!   connector's sequence number may appear at one position only ([`replay`]):
+//!   stale, future-dated and replayed records are dead-lettered with a reason.
 //! - **Exactly-once into a plain directory of files.** Offsets are committed
 //!   only after a file is fsynced and published under a name derived from its
 //!   first offset with create-if-absent semantics; after a crash the replay
@@ -34,6 +40,7 @@ pub mod config;
 mod consumer;
 pub mod lake;
 pub mod privacy;
+pub mod replay;
 pub mod verify;
 
 #[cfg(test)]
@@ -42,7 +49,8 @@ mod tests;
 pub use config::ProcessorConfig;
 pub use lake::{LakeError, LakeWriter, Segment};
 pub use privacy::{TransformError, Transformer};
-pub use verify::{Rejection, Verifier};
+pub use replay::SeqWindow;
+pub use verify::{ReferenceTime, Rejection, Verified, Verifier};
 
 /// Temporary files older than this in the lake are leftovers of a crash.
 const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -114,7 +122,8 @@ pub(crate) async fn run_with_stats(
             resolve_secret(&format!("connector_secrets.{id}"), spec)?,
         ));
     }
-    let verifier = Verifier::new(secrets.iter().map(|(id, s)| (*id, s.as_slice())));
+    let verifier = Verifier::new(secrets.iter().map(|(id, s)| (*id, s.as_slice())))
+        .with_window(config.signature_window);
 
     std::fs::create_dir_all(&config.lake_dir).map_err(|source| LakeError::Io {
         op: "create directory",

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ use crate::lake::{utc_date, LakeWriter, Segment};
 use crate::privacy::Transformer;
 use crate::{run_with_stats, ProcessorConfig};
 
+mod signing;
+
 const CONNECTOR: &str = "conn-1";
 const SECRET: &str = "connector-secret-for-tests-0001";
 const PSEUDONYM_KEY: &str = "pseudonym-key-for-tests-000001";
@@ -46,6 +48,8 @@ struct Harness {
     kafka: KafkaConfig,
     producer: FutureProducer,
     lake: tempfile::TempDir,
+    /// Next sequence number: like a connector's, never reused.
+    seq: AtomicU64,
 }
 
 /// A sent message: where it landed and what it carried.
@@ -79,6 +83,7 @@ impl Harness {
             kafka,
             producer,
             lake: tempfile::tempdir().expect("tempdir"),
+            seq: AtomicU64::new(1),
         }
     }
 
@@ -101,6 +106,10 @@ impl Harness {
             connector_secrets: [(CONNECTOR.to_string(), SECRET.to_string())].into(),
             ..ProcessorConfig::default()
         }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Produce messages concurrently; `None` headers means unsigned.
@@ -141,7 +150,7 @@ impl Harness {
         for (i, (t, event_id, payload)) in records.into_iter().enumerate() {
             let topic = self.kafka.topic(t);
             let key = format!("key-{i}").into_bytes();
-            let h = sign(&topic, &key, &payload, i as u64);
+            let h = sign(&topic, &key, &payload, self.next_seq());
             ids.push(event_id);
             msgs.push((topic, key, payload, Some(h)));
         }
@@ -151,8 +160,20 @@ impl Harness {
 }
 
 fn sign(topic: &str, key: &[u8], payload: &[u8], seq: u64) -> OwnedHeaders {
-    let k = SigningKey::derive(SECRET.as_bytes(), CONNECTOR);
     let ts = fleetpulse_core::now_millis();
+    sign_with(SECRET, topic, key, payload, seq, ts)
+}
+
+/// Sign like connector `CONNECTOR` holding `secret`, at signing time `ts`.
+fn sign_with(
+    secret: &str,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    seq: u64,
+    ts: i64,
+) -> OwnedHeaders {
+    let k = SigningKey::derive(secret.as_bytes(), CONNECTOR);
     let sig = k.sign(topic, key, "batch-1", seq, ts, payload);
     let seq = seq.to_string();
     let ts = ts.to_string();
