@@ -20,6 +20,8 @@ pub enum Protocol {
     Snmp,
     /// IPP Get-Printer-Attributes (the `[ipp]` options, `ipp_url`).
     Ipp,
+    /// 3D printer JSON API over HTTPS (the `[https3d]` options, `url`, `tls`).
+    Https3d,
 }
 
 /// One device to poll: `address` (`host[:port]`, port 161 when omitted)
@@ -51,6 +53,9 @@ pub struct EdgeConfig {
     pub snmp: SnmpOptions,
     /// IPP timeout and response cap (devices with `protocol = "ipp"`).
     pub ipp: IppOptions,
+    /// 3D printers over HTTPS: timeout, caps, job cursor file (devices with
+    /// `protocol = "https3d"`).
+    pub https3d: crate::http3d::Https3dOptions,
     /// Kafka cluster and topics.
     pub kafka: KafkaConfig,
     /// `/metrics` and `/healthz` listen address (off when unset).
@@ -73,6 +78,7 @@ impl Default for EdgeConfig {
             heartbeat_interval: Duration::from_secs(60),
             snmp: SnmpOptions::default(),
             ipp: IppOptions::default(),
+            https3d: Default::default(),
             kafka: KafkaConfig::default(),
             metrics_addr: None,
             max_concurrent_polls: 64,
@@ -107,6 +113,7 @@ impl Validate for EdgeConfig {
             let key = format!("devices[{i}].address");
             let (host, port) = split_host_port(&d.address).map_err(|r| bad(&key, r))?;
             // A printer may be listed once per protocol (and per IPP queue).
+            let https3d = crate::http3d::check_device(i, d)?;
             let identity = match d.protocol {
                 Protocol::Snmp if d.ipp_url.is_some() => {
                     return Err(bad(
@@ -120,6 +127,7 @@ impl Validate for EdgeConfig {
                         .map_err(|e| bad(format!("devices[{i}].ipp_url"), e.to_string()))?;
                     format!("ipp {}:{}{}", t.host.to_ascii_lowercase(), t.port, t.path)
                 }
+                Protocol::Https3d => https3d.unwrap_or_default(),
             };
             if !seen.insert(identity) {
                 return Err(bad(key, format!("duplicate address {:?}", d.address)));
@@ -165,6 +173,7 @@ impl Validate for EdgeConfig {
         if self.ipp.max_response_bytes < 1024 {
             return Err(bad("ipp.max_response_bytes", "must be at least 1024"));
         }
+        crate::http3d::check_options(&self.https3d)?;
         if self.kafka.brokers.trim().is_empty() {
             return Err(bad("kafka.brokers", "must not be empty"));
         }

@@ -67,6 +67,15 @@ pub enum PollError {
         #[source]
         source: crate::ipp::IppError,
     },
+    /// A 3D printer (HTTPS) poll failed.
+    #[error("{address}: {source}")]
+    Https3d {
+        /// Address as configured.
+        address: String,
+        /// The failure.
+        #[source]
+        source: crate::http3d::Https3dError,
+    },
     /// The whole poll took longer than `snmp.poll_deadline`.
     #[error("{address}: poll exceeded its deadline of {deadline:?}")]
     Deadline {
@@ -84,6 +93,7 @@ impl PollError {
             PollError::Resolve { .. } | PollError::Deadline { .. } => true,
             PollError::Snmp { source, .. } => source.is_retriable(),
             PollError::Ipp { source, .. } => source.is_retriable(),
+            PollError::Https3d { source, .. } => source.is_retriable(),
         }
     }
 
@@ -94,6 +104,7 @@ impl PollError {
             PollError::Deadline { .. } => "deadline",
             PollError::Snmp { source, .. } => source.class(),
             PollError::Ipp { source, .. } => source.class(),
+            PollError::Https3d { source, .. } => source.class(),
         }
     }
 
@@ -111,6 +122,9 @@ impl PollError {
     /// Whether the device did not answer at all (as opposed to answering badly).
     pub fn is_silence(&self) -> bool {
         if let PollError::Ipp { source, .. } = self {
+            return source.is_silence();
+        }
+        if let PollError::Https3d { source, .. } = self {
             return source.is_silence();
         }
         matches!(
@@ -227,6 +241,15 @@ pub async fn poll_configured(
             let target =
                 crate::ipp::IppTarget::parse(&device.ipp_url_or_default()).map_err(ipp_err)?;
             crate::ipp::poll_ipp(&target, ipp).await.map_err(ipp_err)
+        }
+        // Default [https3d] options: the service polls 3D printers in its own loop.
+        crate::config::Protocol::Https3d => {
+            crate::http3d::poll_as_snapshot(device, &Default::default())
+                .await
+                .map_err(|source| PollError::Https3d {
+                    address: device.address.clone(),
+                    source,
+                })
         }
     }
 }

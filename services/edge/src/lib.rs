@@ -24,12 +24,19 @@
 //!   Get-Printer-Attributes into the same snapshot, so both protocols give
 //!   the same records (`protocol = "ipp"` on a device).
 //!
+//! - **3D printers over HTTPS.** [`http3d`] polls industrial 3D printers'
+//!   JSON API (`protocol = "https3d"`) with the certificate pinned or
+//!   verified against a CA — never unverified — into `DeviceStatus`
+//!   (printheads, build unit) and one `JobRecord` per finished job, without
+//!   job or part names.
+//!
 //! Entry points: [`run`] for the service, [`poll_device`] / [`poll_ipp`] +
 //! [`render_text`] for `fleetpulse poll`.
 
 pub mod alerts;
 pub mod config;
 pub mod device;
+pub mod http3d;
 pub mod ipp;
 pub mod mapping;
 mod poller;
@@ -49,6 +56,7 @@ use fleetpulse_core::Shutdown;
 
 pub use config::{DeviceConfig, EdgeConfig};
 pub use device::{poll_configured, poll_device, DeviceSnapshot, PollError};
+pub use http3d::{poll_3d, Https3dClient, Https3dError, Https3dOptions, Snapshot3d, TlsTrust};
 pub use ipp::{poll_ipp, IppError, IppOptions, IppTarget};
 pub use publish::{PublishError, Publisher};
 pub use report::render_text;
@@ -115,6 +123,7 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
         semaphore: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_polls)),
         snmp: config.snmp.clone(),
         ipp: config.ipp.clone(),
+        https3d: http3d::Runtime::new(&config.https3d),
         poll_interval: config.poll_interval,
         shutdown_grace: config.shutdown_grace,
         reachable: config

@@ -199,7 +199,7 @@ fn records_not_published(address: &str, e: &PublishError) {
 }
 
 /// Deterministic start offset of a device inside the first interval.
-fn start_offset(address: &str, interval: Duration) -> Duration {
+pub(crate) fn start_offset(address: &str, interval: Duration) -> Duration {
     let mut h = DefaultHasher::new();
     address.hash(&mut h);
     let millis = u64::try_from(interval.as_millis())
@@ -215,6 +215,8 @@ pub(crate) struct Shared {
     pub(crate) semaphore: Arc<Semaphore>,
     pub(crate) snmp: SnmpOptions,
     pub(crate) ipp: crate::ipp::IppOptions,
+    /// `[https3d]` options and job cursors (3D printers).
+    pub(crate) https3d: crate::http3d::Runtime,
     pub(crate) poll_interval: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) reachable: Vec<AtomicBool>,
@@ -227,6 +229,10 @@ pub(crate) async fn device_task(
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) {
+    // 3D printers have their own loop (they also publish jobs).
+    if device.protocol == crate::config::Protocol::Https3d {
+        return crate::http3d::device_task(i, device, shared, shutdown).await;
+    }
     let offset = start_offset(&device.address, shared.poll_interval);
     tokio::select! {
         _ = shutdown.cancelled() => return,
