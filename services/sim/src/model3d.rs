@@ -647,13 +647,13 @@ impl State3d {
                 if p.status == "ok" && p.usage_time_s > PRINTHEAD_RATED_S {
                     p.status = "warning";
                 }
-                if self.rng.random_bool(0.000_2) {
+                if self.rng.random_bool(0.000_03) {
                     p.status = "error";
                     p.last_error = Some(format!(
                         "0x{:04X}: nozzle health below threshold",
                         self.rng.random_range(0x2000..0x2fff)
                     ));
-                    p.replace_at = Some(self.step + self.rng.random_range(60..=600));
+                    p.replace_at = Some(self.step + self.rng.random_range(30..=240));
                 }
             }
         }

@@ -467,7 +467,8 @@ pub fn render_text(s: &Snapshot3d) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "3D printer {} ({})", s.url, s.ip_address);
     let _ = writeln!(out, "  device id    {}", d.device_id);
-    let _ = writeln!(out, "  model        {} {}", dash(&d.vendor), dash(&d.model));
+    let _ = writeln!(out, "  vendor       {}", dash(&d.vendor));
+    let _ = writeln!(out, "  model        {}", dash(&d.model));
     let _ = writeln!(out, "  firmware     {}", dash(&d.firmware));
     let _ = writeln!(
         out,

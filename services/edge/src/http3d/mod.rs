@@ -420,8 +420,26 @@ fn json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, Https3dError> {
     serde_json::from_slice(body).map_err(|e| Https3dError::Json {
         endpoint,
-        reason: e.to_string(),
+        reason: redact_quoted(&e.to_string()),
     })
+}
+
+/// serde quotes the offending value in its messages (`invalid type: string
+/// "…"`); a device could put a job name there, so quoted text is dropped.
+fn redact_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut inside = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Percent-encode a query value (job ids are opaque device text).

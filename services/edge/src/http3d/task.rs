@@ -56,7 +56,7 @@ impl Runtime {
     }
 
     /// Move a device's cursor and persist all cursors.
-    async fn advance(&self, device_id: &str, job_id: &str) {
+    pub(crate) async fn advance(&self, device_id: &str, job_id: &str) {
         let mut cursors = self.cursors.lock().await;
         cursors.insert(device_id.to_string(), job_id.to_string());
         if let Some(path) = &self.options.state_file {
