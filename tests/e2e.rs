@@ -389,6 +389,8 @@ fn up_runs_everything_in_one_process() {
             "up",
             "--printers",
             "5",
+            "--printers-3d",
+            "2",
             "--duration",
             "25s",
             "--poll-interval",
@@ -427,5 +429,13 @@ fn up_runs_everything_in_one_process() {
     let lake = fpcheck(&["lake", "--lake", &runs[0].display().to_string()]);
     assert_eq!(lake["rows"].as_u64(), Some(sent), "{lake}");
     assert_eq!(lake["distinct"].as_u64(), Some(sent), "{lake}");
+    // The 3D printers' finished jobs (polled over pinned HTTPS) reach the lake.
+    let jobs = &lake["tables"]["job_record"];
+    assert!(
+        jobs["rows"].as_u64().is_some_and(|n| n > 0),
+        "no job_record rows with 3D printers running: {lake}"
+    );
+    assert_eq!(jobs["rows"], jobs["distinct"], "{lake}");
+    assert!(out.contains("2 3D printers"), "{out}");
     assert!(data.join("keys.toml").exists());
 }

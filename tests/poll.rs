@@ -316,3 +316,123 @@ fn poll_snmpv3_flags_against_net_snmp_agent() {
         String::from_utf8_lossy(&ipp.stderr)
     );
 }
+
+/// `fleetpulse sim --printers-3d 1` serves a 3D printer over HTTPS;
+/// `fleetpulse poll https://…` reads it with the certificate pinned or
+/// trusted as a CA, refuses a wrong pin and unverified TLS, and rejects
+/// flags of the other protocol.
+#[test]
+fn poll_https_3d_printer_from_sim() {
+    let bin = fleetpulse_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cert = dir.path().join("sim-3d.pem");
+    let sim = Proc::spawn(
+        &bin,
+        "sim-3d",
+        &[
+            "sim",
+            "--printers",
+            "0",
+            "--printers-3d",
+            "1",
+            "--seed",
+            "5",
+        ],
+        &[
+            ("FLEETPULSE__HTTPS_BASE_PORT", &port.to_string()),
+            ("FLEETPULSE__TLS_CERT_OUT", &cert.display().to_string()),
+        ],
+        dir.path(),
+    );
+    // The simulator logs the certificate's pin once it listens.
+    let start = Instant::now();
+    let pin = loop {
+        let log = strip_ansi(&sim.log());
+        let found = log.split("pin_sha256=").nth(1).map(|rest| {
+            rest.trim_start_matches('"')
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect::<String>()
+        });
+        if let Some(p) = found.filter(|p| p.len() == 64) {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "simulator did not start: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(cert.exists(), "tls_cert_out not written");
+    let url = format!("https://127.0.0.1:{port}/");
+    let poll = |extra: &[&str]| {
+        let out = Command::new(&bin)
+            .args(["poll", &url, "--timeout", "5s"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, out, err) = poll(&["--pin-sha256", &pin, "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("poll --json prints JSON");
+    let serial = v["device"]["device_id"]
+        .as_str()
+        .expect("device id")
+        .to_string();
+    assert!(!serial.is_empty() && !serial.starts_with("addr:"), "{v}");
+    assert!(v["jobs"].as_array().is_some_and(|j| !j.is_empty()), "{v}");
+    assert!(!out.contains("PRIVATE-"), "a job or part name was shown");
+
+    let (ok, out, err) = poll(&["--ca-file", &cert.display().to_string()]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&serial), "{out}");
+
+    let (ok, _, err) = poll(&["--pin-sha256", &"00".repeat(32)]);
+    assert!(!ok);
+    assert!(err.contains("PinMismatch"), "{err}");
+    let (ok, _, err) = poll(&[]);
+    assert!(!ok);
+    assert!(err.contains("--pin-sha256 or --ca-file"), "{err}");
+    let (ok, _, err) = poll(&["--pin-sha256", &pin, "--user", "fpuser"]);
+    assert!(!ok);
+    assert!(err.contains("do not apply to an https:// URL"), "{err}");
+    let snmp = Command::new(&bin)
+        .args(["poll", "127.0.0.1:1", "--pin-sha256", &pin])
+        .output()
+        .unwrap();
+    assert!(!snmp.status.success());
+    assert!(
+        String::from_utf8_lossy(&snmp.stderr).contains("only apply to an https://"),
+        "{}",
+        String::from_utf8_lossy(&snmp.stderr)
+    );
+}
+
+/// The log without terminal colour codes (`ESC [ … m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a simulated printer fleet of SNMP agents.
+    /// Run a simulated printer fleet of SNMP agents (and 3D printers over HTTPS).
     Sim {
         /// TOML config file (see deploy/sim.toml).
         #[arg(long)]
@@ -45,6 +45,9 @@ enum Command {
         /// Override `acceleration`.
         #[arg(long)]
         acceleration: Option<f64>,
+        /// Override `printers_3d` (3D printers serving their API over HTTPS).
+        #[arg(long)]
+        printers_3d: Option<usize>,
     },
     /// Run the edge connector: poll printers, publish signed records.
     Edge {
@@ -154,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             base_port,
             seed,
             acceleration,
+            printers_3d,
         } => {
             let mut cfg: fleetpulse_sim::SimConfig = config::load(path.as_deref())?;
             if let Some(v) = printers {
@@ -167,6 +171,9 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Some(v) = acceleration {
                 cfg.acceleration = v;
+            }
+            if let Some(v) = printers_3d {
+                cfg.printers_3d = v;
             }
             config::Validate::validate(&cfg)?;
             cancel_on_signal(shutdown.clone());

@@ -3,6 +3,12 @@
 //! It starts librdkafka's in-process mock cluster (or uses `--kafka`), a
 //! simulated fleet, the edge connector, the processor and the alerter, each
 //! through the same `run(config, shutdown)` the separate subcommands use.
+//! The fleet has SNMP printers and (`--printers-3d`, 2 by default) 3D
+//! printers serving their JSON API over HTTPS with a self-signed
+//! certificate; the edge polls those with the certificate pinned
+//! (`tls.pin_sha256` from the simulator), so finished print jobs reach the
+//! lake's `job_record` table. Their job cursors are kept in memory only:
+//! every run starts a fresh simulator.
 //! The mock broker is ephemeral: its offsets restart at zero on every run, so
 //! each run writes its own `run=<timestamp>` folder of the lake, which is
 //! durable. Keys are generated once and kept in `<data-dir>/keys.toml`, so
@@ -30,9 +36,12 @@ use serde::{Deserialize, Serialize};
 
 #[derive(clap::Args)]
 pub(crate) struct UpArgs {
-    /// Number of simulated printers.
+    /// Number of simulated printers (SNMP).
     #[arg(long, default_value_t = 50)]
     printers: usize,
+    /// Number of simulated 3D printers (HTTPS, polled with the certificate pinned).
+    #[arg(long, default_value_t = 2)]
+    printers_3d: usize,
     /// Where the lake, the generated keys and the edge buffer (`edge-buffer`) are kept.
     #[arg(long, default_value = "./fleetpulse-data")]
     data_dir: PathBuf,
@@ -64,6 +73,7 @@ struct Summary {
     alerts_raised: u64,
     dead_lettered: u64,
     printers: usize,
+    printers_3d: usize,
     seconds: f64,
     lake: String,
     broker: String,
@@ -125,7 +135,10 @@ fn toml_keys(text: &str) -> anyhow::Result<Keys> {
 }
 
 pub(crate) async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> {
-    anyhow::ensure!(args.printers >= 1, "--printers must be at least 1");
+    anyhow::ensure!(
+        args.printers + args.printers_3d >= 1,
+        "--printers or --printers-3d must be at least 1"
+    );
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir {}: cannot create", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
@@ -176,12 +189,32 @@ pub(crate) async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> 
     let sim_cfg = fleetpulse_sim::SimConfig {
         printers: args.printers,
         base_port: 0,
+        printers_3d: args.printers_3d,
+        https_base_port: 0,
         seed: args.seed,
         acceleration: args.acceleration,
         ..Default::default()
     };
     fleetpulse_core::config::Validate::validate(&sim_cfg)?;
     let fleet = fleetpulse_sim::start(sim_cfg, sim_stop.clone()).await?;
+    let mut devices: Vec<_> = fleet
+        .printers()
+        .iter()
+        .map(|p| fleetpulse_edge::DeviceConfig::new(p.addr.to_string(), p.community.clone()))
+        .collect();
+    if let Some(pin) = fleet.tls_cert_sha256() {
+        // The simulator's self-signed certificate, pinned: verified, never trusted blindly.
+        devices.extend(fleet.printers_3d().iter().map(|p| {
+            let mut d = fleetpulse_edge::DeviceConfig::new(p.addr.to_string(), "public");
+            d.protocol = fleetpulse_edge::config::Protocol::Https3d;
+            d.url = Some(p.url.clone());
+            d.tls = Some(fleetpulse_edge::TlsTrust {
+                pin_sha256: Some(pin.to_string()),
+                ca_file: None,
+            });
+            d
+        }));
+    }
 
     let connector_id = "demo-connector".to_string();
     let edge_cfg = fleetpulse_edge::EdgeConfig {
@@ -194,11 +227,7 @@ pub(crate) async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> 
             dir: buffer_dir,
             ..Default::default()
         },
-        devices: fleet
-            .printers()
-            .iter()
-            .map(|p| fleetpulse_edge::DeviceConfig::new(p.addr.to_string(), p.community.clone()))
-            .collect(),
+        devices,
         ..Default::default()
     };
     fleetpulse_core::config::Validate::validate(&edge_cfg)?;
@@ -245,8 +274,9 @@ pub(crate) async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> 
         None => format!("embedded mock broker {}", kafka.brokers),
     };
     eprintln!(
-        "fleetpulse up: {} simulated printers, broker: {broker_desc}, lake: {}  (Ctrl-C to stop)",
+        "fleetpulse up: {} simulated printers + {} 3D printers, broker: {broker_desc}, lake: {}  (Ctrl-C to stop)",
         args.printers,
+        fleet.printers_3d().len(),
         lake_dir.display()
     );
     let deadline = args.duration.map(|d| started + d);
@@ -308,6 +338,7 @@ pub(crate) async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> 
         alerts_raised: COUNTERS.alerts_raised.load(Ordering::Relaxed),
         dead_lettered: COUNTERS.dead_lettered.load(Ordering::Relaxed),
         printers: args.printers,
+        printers_3d: fleet.printers_3d().len(),
         seconds: started.elapsed().as_secs_f64(),
         lake: lake_dir.display().to_string(),
         broker: broker_desc,
@@ -390,8 +421,8 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 fn print_summary(s: &Summary) {
     println!();
     println!(
-        "fleetpulse up: summary after {:.1}s with {} printers",
-        s.seconds, s.printers
+        "fleetpulse up: summary after {:.1}s with {} printers and {} 3D printers",
+        s.seconds, s.printers, s.printers_3d
     );
     println!("  events sent     {:>10}", s.events_sent);
     println!("  rows written    {:>10}", s.rows_written);
@@ -409,6 +440,12 @@ fn print_summary(s: &Summary) {
         "  duckdb -c \"SELECT device_id, s.description, round(s.percent, 1) AS pct FROM (SELECT device_id, unnest(supplies) AS s FROM read_parquet('{}/device_status/*/*.parquet') QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY observed_at DESC) = 1) ORDER BY pct LIMIT 10\"",
         s.lake
     );
+    if s.printers_3d > 0 {
+        println!(
+            "  duckdb -c \"SELECT device_id, completion_status, count(*) AS jobs FROM read_parquet('{}/job_record/*/*.parquet') GROUP BY ALL ORDER BY ALL\"",
+            s.lake
+        );
+    }
 }
 
 #[cfg(test)]

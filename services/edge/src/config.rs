@@ -22,6 +22,8 @@ pub enum Protocol {
     Snmp,
     /// IPP Get-Printer-Attributes (the `[ipp]` options, `ipp_url`).
     Ipp,
+    /// 3D printer JSON API over HTTPS (the `[https3d]` options, `url`, `tls`).
+    Https3d,
 }
 
 /// One device to poll: `address` (`host[:port]`, port 161 when omitted)
@@ -55,6 +57,9 @@ pub struct EdgeConfig {
     pub snmp: SnmpOptions,
     /// IPP timeout and response cap (devices with `protocol = "ipp"`).
     pub ipp: IppOptions,
+    /// 3D printers over HTTPS: timeout, caps, job cursor file (devices with
+    /// `protocol = "https3d"`).
+    pub https3d: crate::http3d::Https3dOptions,
     /// Kafka cluster and topics.
     pub kafka: KafkaConfig,
     /// Store-and-forward buffer: every record is written here before it is sent.
@@ -81,6 +86,7 @@ impl Default for EdgeConfig {
             heartbeat_interval: Duration::from_secs(60),
             snmp: SnmpOptions::default(),
             ipp: IppOptions::default(),
+            https3d: Default::default(),
             kafka: KafkaConfig::default(),
             buffer: BufferConfig::default(),
             metrics_addr: None,
@@ -98,9 +104,14 @@ fn bad(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// An IPP device carries no SNMP settings: a `user` or password on it is a
-/// mistake (probably meant for an SNMP entry), so it is named, not ignored.
+/// An IPP or 3D device carries no SNMP settings: a `user` or password on it
+/// is a mistake (probably meant for an SNMP entry), so it is named, not ignored.
 fn reject_snmp_settings(i: usize, d: &DeviceConfig) -> Result<(), ConfigError> {
+    let protocol = match d.protocol {
+        Protocol::Snmp => return Ok(()),
+        Protocol::Ipp => "ipp",
+        Protocol::Https3d => "https3d",
+    };
     for (k, set) in [
         ("version", d.version.is_some()),
         ("user", d.user.is_some()),
@@ -113,7 +124,7 @@ fn reject_snmp_settings(i: usize, d: &DeviceConfig) -> Result<(), ConfigError> {
         if set {
             return Err(bad(
                 format!("devices[{i}].{k}"),
-                "is an SNMP setting but protocol is \"ipp\"",
+                format!("is an SNMP setting but protocol is {protocol:?}"),
             ));
         }
     }
@@ -142,6 +153,7 @@ impl Validate for EdgeConfig {
             let key = format!("devices[{i}].address");
             let (host, port) = split_host_port(&d.address).map_err(|r| bad(&key, r))?;
             // A printer may be listed once per protocol (and per IPP queue).
+            let https3d = crate::http3d::check_device(i, d)?;
             let identity = match d.protocol {
                 Protocol::Snmp if d.ipp_url.is_some() => {
                     return Err(bad(
@@ -155,6 +167,7 @@ impl Validate for EdgeConfig {
                         .map_err(|e| bad(format!("devices[{i}].ipp_url"), e.to_string()))?;
                     format!("ipp {}:{}{}", t.host.to_ascii_lowercase(), t.port, t.path)
                 }
+                Protocol::Https3d => https3d.unwrap_or_default(),
             };
             if !seen.insert(identity) {
                 return Err(bad(key, format!("duplicate address {:?}", d.address)));
@@ -163,7 +176,7 @@ impl Validate for EdgeConfig {
                 Protocol::Snmp => d
                     .credentials()
                     .validate(&format!("devices[{i}]"), self.snmp.version)?,
-                Protocol::Ipp => reject_snmp_settings(i, d)?,
+                Protocol::Ipp | Protocol::Https3d => reject_snmp_settings(i, d)?,
             }
         }
         self.discovery.validate(self.snmp.version)?;
@@ -204,6 +217,7 @@ impl Validate for EdgeConfig {
         if self.ipp.max_response_bytes < 1024 {
             return Err(bad("ipp.max_response_bytes", "must be at least 1024"));
         }
+        crate::http3d::check_options(&self.https3d)?;
         if self.kafka.brokers.trim().is_empty() {
             return Err(bad("kafka.brokers", "must not be empty"));
         }

@@ -78,6 +78,15 @@ pub enum PollError {
         #[source]
         source: fleetpulse_core::config::ConfigError,
     },
+    /// A 3D printer (HTTPS) poll failed.
+    #[error("{address}: {source}")]
+    Https3d {
+        /// Address as configured.
+        address: String,
+        /// The failure.
+        #[source]
+        source: crate::http3d::Https3dError,
+    },
     /// The whole poll took longer than `snmp.poll_deadline`.
     #[error("{address}: poll exceeded its deadline of {deadline:?}")]
     Deadline {
@@ -96,6 +105,7 @@ impl PollError {
             PollError::Credentials { .. } => false,
             PollError::Snmp { source, .. } => source.is_retriable(),
             PollError::Ipp { source, .. } => source.is_retriable(),
+            PollError::Https3d { source, .. } => source.is_retriable(),
         }
     }
 
@@ -107,6 +117,7 @@ impl PollError {
             PollError::Credentials { .. } => "credentials",
             PollError::Snmp { source, .. } => source.class(),
             PollError::Ipp { source, .. } => source.class(),
+            PollError::Https3d { source, .. } => source.class(),
         }
     }
 
@@ -124,6 +135,9 @@ impl PollError {
     /// Whether the device did not answer at all (as opposed to answering badly).
     pub fn is_silence(&self) -> bool {
         if let PollError::Ipp { source, .. } = self {
+            return source.is_silence();
+        }
+        if let PollError::Https3d { source, .. } = self {
             return source.is_silence();
         }
         matches!(
@@ -253,8 +267,9 @@ pub(crate) fn snapshot_from(
 /// Poll a configured device over its protocol: SNMP (v1/v2c/v3) with `snmp`
 /// and the device's per-device `session` (adaptive GETBULK, SNMPv3 engine,
 /// backoff record; see [`poll_device_with`]), or IPP Get-Printer-Attributes
-/// with `ipp` (see [`crate::config::Protocol`]). IPP polls do not touch
-/// `session`, so an IPP device keeps the plain poll interval.
+/// with `ipp`, or a 3D printer's HTTPS API with default `[https3d]` options
+/// (see [`crate::config::Protocol`]). IPP and 3D polls do not touch
+/// `session`, so those devices keep the plain poll interval.
 pub async fn poll_configured(
     device: &crate::config::DeviceConfig,
     snmp: &SnmpOptions,
@@ -271,6 +286,15 @@ pub async fn poll_configured(
             let target =
                 crate::ipp::IppTarget::parse(&device.ipp_url_or_default()).map_err(ipp_err)?;
             crate::ipp::poll_ipp(&target, ipp).await.map_err(ipp_err)
+        }
+        // Default [https3d] options: the service polls 3D printers in its own loop.
+        crate::config::Protocol::Https3d => {
+            crate::http3d::poll_as_snapshot(device, &Default::default())
+                .await
+                .map_err(|source| PollError::Https3d {
+                    address: device.address.clone(),
+                    source,
+                })
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The fleetpulse edge connector: polls printers over SNMP or IPP, publishes signed records to Kafka.
+//! The fleetpulse edge connector: polls printers over SNMP, IPP or HTTPS (3D), publishes signed records to Kafka.
 //!
 //! Why it looks the way it does:
 //!
@@ -35,6 +35,11 @@
 //! - **IPP too.** Printers with SNMP off still answer IPP; [`ipp`] reads
 //!   Get-Printer-Attributes into the same snapshot, so both protocols give
 //!   the same records (`protocol = "ipp"` on a device).
+//! - **3D printers over HTTPS.** [`http3d`] polls industrial 3D printers'
+//!   JSON API (`protocol = "https3d"`) with the certificate pinned or
+//!   verified against a CA — never unverified — into `DeviceStatus`
+//!   (printheads, build unit) and one `JobRecord` per finished job, without
+//!   job or part names; like every record, they go through the [`buffer`].
 //!
 //! Entry points: [`run`] (or [`run_with_buffer`]) for the service, [`poll_device`] / [`poll_ipp`] +
 //! [`render_text`] for `fleetpulse poll`; [`poll_configured`] polls a
@@ -45,6 +50,7 @@ pub mod buffer;
 pub mod config;
 pub mod device;
 pub mod discovery;
+pub mod http3d;
 pub mod ipp;
 pub mod mapping;
 mod poller;
@@ -64,6 +70,7 @@ use fleetpulse_core::Shutdown;
 pub use buffer::{Buffer, BufferConfig, BufferError};
 pub use config::{DeviceConfig, EdgeConfig};
 pub use device::{poll_configured, poll_device, poll_device_with, DeviceSnapshot, PollError};
+pub use http3d::{poll_3d, Https3dClient, Https3dError, Https3dOptions, Snapshot3d, TlsTrust};
 pub use ipp::{poll_ipp, IppError, IppOptions, IppTarget};
 pub use publish::{PublishError, Publisher};
 pub use report::render_text;
@@ -193,6 +200,7 @@ pub async fn run_with_buffer(
         semaphore: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_polls)),
         snmp: config.snmp.clone(),
         ipp: config.ipp.clone(),
+        https3d: http3d::Runtime::new(&config.https3d),
         poll_interval: config.poll_interval,
         shutdown_grace: config.shutdown_grace,
         reachable: Default::default(),

@@ -12,7 +12,9 @@
 //! size, SNMPv3 engine). After an SNMP poll that got no answer the next one
 //! waits `poll_interval × 2^n` (n silent polls in a row, at most 8×); after a
 //! slow poll (over half of `snmp.poll_deadline`) it waits `2 × poll_interval`.
-//! IPP devices (`protocol = "ipp"`) are polled every `poll_interval`.
+//! IPP devices (`protocol = "ipp"`) are polled every `poll_interval`; 3D
+//! printers (`protocol = "https3d"`) too, in their own loop
+//! ([`crate::http3d`]), which also stores each finished job once.
 //!
 //! Every poll's records (and a dead letter for an undecodable SNMP
 //! response), and the connector heartbeat, are appended to the
@@ -43,7 +45,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::alerts::{AlertRow, AlertTracker};
-use crate::buffer::{Buffer, BufferError, Rejected, StoredRecord};
+use crate::buffer::{AppendOutcome, Buffer, BufferError, Rejected, StoredRecord};
 use crate::config::EdgeConfig;
 use crate::device::{poll_configured, DeviceSnapshot, PollError};
 use crate::discovery::Discovered;
@@ -197,11 +199,12 @@ pub(crate) enum StoreError {
     Buffer(#[from] BufferError),
 }
 
-/// Append records to the buffer; log what it rejected. Returns how many were stored.
+/// Append records to the buffer; log what it rejected. Returns what the
+/// buffer did with them (how many were stored, what was rejected).
 pub(crate) async fn store(
     buffer: &Arc<Buffer>,
     records: Vec<StoredRecord>,
-) -> Result<usize, StoreError> {
+) -> Result<AppendOutcome, StoreError> {
     let b = buffer.clone();
     let outcome = tokio::task::spawn_blocking(move || b.append(records))
         .await
@@ -213,7 +216,7 @@ pub(crate) async fn store(
     for r in &outcome.rejected {
         record_rejected(r);
     }
-    Ok(outcome.stored)
+    Ok(outcome)
 }
 
 /// A never-evicted record did not fit: data loss, said loudly.
@@ -255,7 +258,7 @@ fn records_not_stored(address: &str, e: &StoreError) {
 }
 
 /// Deterministic start offset of a device inside the first interval.
-fn start_offset(address: &str, interval: Duration) -> Duration {
+pub(crate) fn start_offset(address: &str, interval: Duration) -> Duration {
     let mut h = DefaultHasher::new();
     address.hash(&mut h);
     let millis = u64::try_from(interval.as_millis())
@@ -272,6 +275,8 @@ pub(crate) struct Shared {
     pub(crate) semaphore: Arc<Semaphore>,
     pub(crate) snmp: SnmpOptions,
     pub(crate) ipp: crate::ipp::IppOptions,
+    /// `[https3d]` options and job cursors (3D printers).
+    pub(crate) https3d: crate::http3d::Runtime,
     pub(crate) poll_interval: Duration,
     pub(crate) shutdown_grace: Duration,
     /// One flag per device task (configured and discovered).
@@ -320,11 +325,16 @@ pub(crate) struct Slot {
 /// Poll one device until shutdown (or, for a discovered device, until a
 /// configured device claims its serial).
 pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: Shutdown) {
+    // 3D printers have their own loop (they also store finished jobs).
+    let device = slot.target.borrow().clone();
+    if device.protocol == crate::config::Protocol::Https3d {
+        return crate::http3d::device_task(device, slot.reachable, shared, shutdown).await;
+    }
     // Discovered devices are polled at once (they were either just found or
     // loaded from the state file on restart); configured ones are spread.
     let offset = match slot.discovered_serial {
         Some(_) => Duration::ZERO,
-        None => start_offset(&slot.target.borrow().address, shared.poll_interval),
+        None => start_offset(&device.address, shared.poll_interval),
     };
     tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -379,10 +389,10 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                     Err(e) => Err(e.into()),
                 };
                 match stored {
-                    Ok(n) => device_polled(
+                    Ok(outcome) => device_polled(
                         &device.address,
                         &snapshot.identity.device_id,
-                        n,
+                        outcome.stored,
                         started.elapsed(),
                     ),
                     Err(e) => records_not_stored(&device.address, &e),

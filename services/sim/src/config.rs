@@ -1,6 +1,7 @@
 //! `SimConfig`: how many printers, where they listen, and how lively they are.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fleetpulse_core::config::{ConfigError, Validate};
@@ -65,6 +66,22 @@ pub struct SimConfig {
     /// Also serve IPP Get-Printer-Attributes (from the same MIB): printer
     /// `i` on TCP `ipp_base_port + i`, `0` for ephemeral ports; off when unset.
     pub ipp_base_port: Option<u16>,
+    // --- 3D printers over HTTPS (see crate::https3d) ---
+    /// Number of simulated industrial 3D printers (JSON device API over
+    /// HTTPS); none by default.
+    pub printers_3d: usize,
+    /// 3D printer `i` listens on TCP `https_base_port + i`; `0` gives every
+    /// 3D printer an ephemeral port.
+    pub https_base_port: u16,
+    /// Where to write the PEM certificate the 3D printers serve, so the edge
+    /// can pin it (`tls.pin_sha256`) or trust it (`tls.ca_file`); not
+    /// written when unset.
+    pub tls_cert_out: Option<PathBuf>,
+    /// Serve this PEM certificate (chain) instead of a self-signed one made
+    /// at start; needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -83,6 +100,11 @@ impl Default for SimConfig {
             max_response_bytes: 1472,
             malformed_log_interval: Duration::from_secs(60),
             ipp_base_port: None,
+            printers_3d: 0,
+            https_base_port: 18443,
+            tls_cert_out: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -104,8 +126,26 @@ fn probability(key: &str, p: f64) -> Result<(), ConfigError> {
 
 impl Validate for SimConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.printers < 1 {
-            return Err(contradiction("printers", "must be at least 1"));
+        if self.printers < 1 && self.printers_3d < 1 {
+            return Err(contradiction(
+                "printers",
+                "must be at least 1 (or printers_3d at least 1)",
+            ));
+        }
+        if self.printers_3d > 0 && usize::from(self.https_base_port) + self.printers_3d > 65_535 {
+            return Err(contradiction(
+                "https_base_port",
+                format!(
+                    "https_base_port {} + printers_3d {} exceeds the TCP port range (65535)",
+                    self.https_base_port, self.printers_3d
+                ),
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(contradiction(
+                "tls_key_file",
+                "tls_cert_file and tls_key_file go together",
+            ));
         }
         if usize::from(self.base_port) + self.printers > 65_535 {
             return Err(contradiction(

@@ -22,15 +22,23 @@
 //! same step, so the edge can be checked to read the same supply levels over
 //! both protocols.
 //!
+//! Optionally (`printers_3d`) the fleet also has industrial 3D printers
+//! (HP Jet Fusion-like) serving a JSON device API over HTTPS with a
+//! self-signed certificate: identity, status, build unit, agents,
+//! printheads, and jobs with parts and per-layer timings, deterministic per
+//! `(seed, index, step)` like the SNMP printers. See [`https3d`] for the API.
+//!
 //! Entry points: [`run`] for `fleetpulse sim` (serves until shutdown) and
 //! [`start`] for embedding (`fleetpulse up`, tests), which returns the bound
 //! addresses at once.
 
 mod agent;
 mod config;
+pub mod https3d;
 mod ipp;
 mod mib;
 mod model;
+mod model3d;
 #[cfg(test)]
 mod tests;
 
@@ -69,6 +77,9 @@ pub enum SimError {
         /// Why.
         source: std::io::Error,
     },
+    /// The 3D printers' TLS certificate could not be made, read or written.
+    #[error("3D printers' TLS: {0}")]
+    Tls(String),
 }
 
 impl SimError {
@@ -76,7 +87,7 @@ impl SimError {
     /// previous run is released eventually; a bad config or address is not).
     pub fn is_retriable(&self) -> bool {
         match self {
-            SimError::Config(_) => false,
+            SimError::Config(_) | SimError::Tls(_) => false,
             SimError::Bind { source, .. } => source.kind() == std::io::ErrorKind::AddrInUse,
         }
     }
@@ -98,11 +109,27 @@ pub struct SimPrinter {
     pub ipp_addr: Option<SocketAddr>,
 }
 
+/// One running simulated 3D printer (`printers_3d`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimPrinter3d {
+    /// Where its HTTPS API listens.
+    pub addr: SocketAddr,
+    /// Base URL to poll, `https://{addr}/`.
+    pub url: String,
+    /// Serial number (the edge's device id).
+    pub serial: String,
+    /// Model, e.g. "HP Jet Fusion 5200".
+    pub model: String,
+}
+
 /// A started fleet. Agents stop when the shutdown token is cancelled
 /// (dropping the `Fleet` does not stop them).
 #[derive(Debug)]
 pub struct Fleet {
     printers: Vec<SimPrinter>,
+    printers_3d: Vec<SimPrinter3d>,
+    tls_cert_pem: Option<String>,
+    tls_cert_sha256: Option<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -110,6 +137,23 @@ impl Fleet {
     /// The printers, in index order (printer `i` is `printers()[i]`).
     pub fn printers(&self) -> &[SimPrinter] {
         &self.printers
+    }
+
+    /// The 3D printers, in index order.
+    pub fn printers_3d(&self) -> &[SimPrinter3d] {
+        &self.printers_3d
+    }
+
+    /// PEM of the certificate the 3D printers serve (when there are any):
+    /// an edge can use it as `tls.ca_file`.
+    pub fn tls_cert_pem(&self) -> Option<&str> {
+        self.tls_cert_pem.as_deref()
+    }
+
+    /// Lower-case hex SHA-256 of that certificate's DER: an edge's
+    /// `tls.pin_sha256` (same as `openssl x509 -noout -fingerprint -sha256`).
+    pub fn tls_cert_sha256(&self) -> Option<&str> {
+        self.tls_cert_sha256.as_deref()
     }
 
     /// Wait until every agent has stopped (after shutdown).
@@ -163,6 +207,26 @@ pub async fn start(config: SimConfig, shutdown: Shutdown) -> Result<Fleet, SimEr
         }
     }
     let mut ipp_listeners = ipp_listeners.into_iter();
+    // 3D printers (optional): their certificate, then their TCP ports.
+    let mut https_listeners = Vec::new();
+    let tls = if config.printers_3d > 0 {
+        Some(https3d::tls(&config).map_err(SimError::Tls)?)
+    } else {
+        None
+    };
+    for index in 0..config.printers_3d {
+        let addr = https3d::addr(config.bind, config.https_base_port, index);
+        let bind_err = |source| SimError::Bind {
+            index,
+            addr,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_err)?;
+        let local = listener.local_addr().map_err(bind_err)?;
+        https_listeners.push((listener, local));
+    }
 
     let knobs = Knobs::from_config(&config);
     let settings = Arc::new(AgentSettings {
@@ -205,8 +269,45 @@ pub async fn start(config: SimConfig, shutdown: Shutdown) -> Result<Fleet, SimEr
             shutdown.clone(),
         )));
     }
+    let mut printers_3d = Vec::with_capacity(https_listeners.len());
+    if let Some(tls) = &tls {
+        // Dates in the 3D API: sim seconds after the fleet start (whole minute).
+        let origin_ms = fleetpulse_core::now_millis() / 60_000 * 60_000;
+        for (index, (listener, addr)) in https_listeners.into_iter().enumerate() {
+            let printer = model3d::Printer3d::new(config.seed, index);
+            printers_3d.push(SimPrinter3d {
+                addr,
+                url: format!("https://{addr}/"),
+                serial: printer.profile.serial.clone(),
+                model: printer.profile.model.name.to_string(),
+            });
+            tasks.push(tokio::spawn(https3d::serve(
+                listener,
+                printer,
+                clock.clone(),
+                origin_ms,
+                tls.acceptor.clone(),
+                index,
+                shutdown.clone(),
+            )));
+        }
+    }
     metrics::gauge!("sim_printers").set(printers.len() as f64);
-    Ok(Fleet { printers, tasks })
+    metrics::gauge!("sim_printers_3d").set(printers_3d.len() as f64);
+    let tls_cert_sha256 = tls.as_ref().map(|t| {
+        use sha2::Digest;
+        sha2::Sha256::digest(&t.cert_der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    });
+    Ok(Fleet {
+        printers,
+        printers_3d,
+        tls_cert_pem: tls.map(|t| t.cert_pem),
+        tls_cert_sha256,
+        tasks,
+    })
 }
 
 /// Run the fleet until `shutdown` is cancelled.
@@ -215,6 +316,15 @@ pub async fn run(config: SimConfig, shutdown: Shutdown) -> Result<(), SimError> 
     let fleet = start(config, shutdown.clone()).await?;
     for (index, p) in fleet.printers().iter().enumerate() {
         tracing::info!(index, addr = %p.addr, serial = %p.serial, model = %p.model, "simulated printer listening");
+    }
+    for (index, p) in fleet.printers_3d().iter().enumerate() {
+        tracing::info!(index, url = %p.url, serial = %p.serial, model = %p.model, "simulated 3D printer listening");
+    }
+    if let Some(pin) = fleet.tls_cert_sha256() {
+        tracing::info!(
+            pin_sha256 = pin,
+            "simulated 3D printers' certificate (pin it, or use tls_cert_out as the CA)"
+        );
     }
     tracing::info!(
         printers = fleet.printers().len(),
@@ -243,6 +353,11 @@ pub fn model_for(seed: u64, index: usize) -> String {
 /// the start of the step. No network involved.
 pub fn mib_at(seed: u64, index: usize, step: u64) -> BTreeMap<Oid, Value> {
     snapshot_at(seed, index, step).into_values()
+}
+
+/// Serial number of 3D printer `index` in fleet `seed` (unique per index).
+pub fn serial_3d_for(seed: u64, index: usize) -> String {
+    model3d::Profile3d::new(seed, index).serial
 }
 
 /// Whether printer `index` of fleet `seed` is silent (does not answer) at

@@ -221,6 +221,17 @@ pub(crate) fn request(host: &str, path: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A `GET path` request with `Host` and `Accept` (used by the 3D printer
+/// driver, which shares this client).
+pub(crate) fn get_request(host: &str, path: &str, accept: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\
+         User-Agent: fleetpulse-edge/{}\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes()
+}
+
 /// Send `request` and return the body of a `200` answer (at most `limit` bytes).
 pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,

@@ -23,7 +23,7 @@
 //! printer), else `addr:<ip>` like SNMP.
 
 pub mod codec;
-mod http;
+pub(crate) mod http;
 pub mod map;
 
 use std::net::SocketAddr;

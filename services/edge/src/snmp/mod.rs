@@ -431,6 +431,15 @@ pub struct DeviceTarget {
     /// default `ipp://<address host>:631/ipp/print`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipp_url: Option<String>,
+    // --- 3D printers over HTTPS (see crate::http3d) ---
+    /// With `protocol = "https3d"`: the API's base URL,
+    /// default `https://<address>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// With `protocol = "https3d"` (required there): how the device's
+    /// certificate is trusted, `{ ca_file = "…" }` or `{ pin_sha256 = "…" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::http3d::TlsTrust>,
 }
 
 fn default_community() -> String {
@@ -458,6 +467,8 @@ impl DeviceTarget {
             priv_password: None,
             protocol: crate::config::Protocol::Snmp,
             ipp_url: None,
+            url: None,
+            tls: None,
         }
     }
 
@@ -489,6 +500,8 @@ impl DeviceTarget {
             priv_password: c.priv_password.clone(),
             protocol: crate::config::Protocol::Snmp,
             ipp_url: None,
+            url: None,
+            tls: None,
         }
     }
 

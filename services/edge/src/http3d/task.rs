@@ -1,0 +1,268 @@
+//! The polling loop of one `https3d` device, and the job cursor store.
+//!
+//! Same scheduling as the SNMP/IPP devices (deterministic start offset,
+//! shared semaphore, polls never overlap, grace period at shutdown), plus
+//! jobs: after each poll the heartbeat, the status and the finished jobs
+//! after the cursor are appended to the store-and-forward [`crate::buffer`]
+//! (the forwarder signs and sends them like every other record), and only
+//! once all of those jobs are stored does the cursor move (and get written
+//! to `state_file`). A crash between storing and writing repeats those jobs
+//! on restart rather than losing them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleetpulse_core::Shutdown;
+use serde::{Deserialize, Serialize};
+
+use super::{map, poll_3d, url_of, Https3dClient, Https3dError, Https3dOptions, Snapshot3d};
+use crate::buffer::Class;
+use crate::config::DeviceConfig;
+use crate::poller::{Shared, StoreError};
+use crate::publish;
+
+/// What `state_file` holds.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct CursorFile {
+    version: u32,
+    /// device id → last published job id.
+    last_published_job: BTreeMap<String, String>,
+}
+
+/// `[https3d]` options and the job cursors, shared by all 3D device tasks.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    pub(crate) options: Https3dOptions,
+    cursors: tokio::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl Runtime {
+    /// Load the cursors from `options.state_file` (a missing file is an
+    /// empty store; an unreadable one is logged and ignored: jobs may then
+    /// be published again, never lost).
+    pub(crate) fn new(options: &Https3dOptions) -> Self {
+        let cursors = match &options.state_file {
+            Some(path) => load(path),
+            None => BTreeMap::new(),
+        };
+        Runtime {
+            options: options.clone(),
+            cursors: tokio::sync::Mutex::new(cursors),
+        }
+    }
+
+    pub(crate) async fn last_published(&self, device_id: &str) -> Option<String> {
+        self.cursors.lock().await.get(device_id).cloned()
+    }
+
+    /// Move a device's cursor and persist all cursors.
+    pub(crate) async fn advance(&self, device_id: &str, job_id: &str) {
+        let mut cursors = self.cursors.lock().await;
+        cursors.insert(device_id.to_string(), job_id.to_string());
+        if let Some(path) = &self.options.state_file {
+            let file = CursorFile {
+                version: 1,
+                last_published_job: cursors.clone(),
+            };
+            if let Err(e) = save(path, &file).await {
+                state_not_saved(path, &e);
+            }
+        }
+    }
+}
+
+fn load(path: &Path) -> BTreeMap<String, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice::<CursorFile>(&bytes) {
+            Ok(f) => f.last_published_job,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "3D job cursor file unreadable; starting without it (finished jobs may be published again)");
+                metrics::counter!("fleetpulse_edge_https3d_state_errors_total").increment(1);
+                BTreeMap::new()
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "3D job cursor file unreadable; starting without it (finished jobs may be published again)");
+            metrics::counter!("fleetpulse_edge_https3d_state_errors_total").increment(1);
+            BTreeMap::new()
+        }
+    }
+}
+
+async fn save(path: &Path, file: &CursorFile) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let mut tmp = PathBuf::from(path);
+    tmp.set_extension("json.tmp");
+    tokio::fs::write(&tmp, &bytes).await?;
+    tokio::fs::rename(&tmp, path).await
+}
+
+fn state_not_saved(path: &Path, e: &std::io::Error) {
+    tracing::warn!(path = %path.display(), error = %e, "3D job cursor not saved; a restart may publish some jobs again");
+    metrics::counter!("fleetpulse_edge_https3d_state_errors_total").increment(1);
+}
+
+fn polled(address: &str, device_id: &str, records: usize, jobs: usize, elapsed: Duration) {
+    tracing::debug!(
+        address,
+        device_id,
+        records,
+        jobs,
+        ?elapsed,
+        "3D printer polled"
+    );
+    metrics::counter!("fleetpulse_edge_polls_total", "outcome" => "ok").increment(1);
+    metrics::histogram!("fleetpulse_edge_poll_seconds").record(elapsed.as_secs_f64());
+    metrics::counter!("fleetpulse_edge_https3d_jobs_published_total").increment(jobs as u64);
+}
+
+fn poll_failed(address: &str, e: &Https3dError) {
+    if e.is_silence() {
+        tracing::warn!(address, error = %e, class = e.class(), "3D printer did not answer; no records this round");
+        metrics::counter!("fleetpulse_edge_polls_total", "outcome" => "unreachable").increment(1);
+    } else {
+        tracing::warn!(address, error = %e, class = e.class(), retriable = e.is_retriable(), "3D printer poll failed");
+        metrics::counter!("fleetpulse_edge_polls_total", "outcome" => e.class()).increment(1);
+    }
+}
+
+fn not_stored(address: &str, e: &StoreError) {
+    tracing::error!(address, error = %e, "records of a 3D printer poll could not be stored in the buffer; they are lost (jobs are offered again next poll)");
+    metrics::counter!("fleetpulse_edge_buffer_errors_total").increment(1);
+}
+
+fn client_unusable(address: &str, e: &Https3dError) {
+    tracing::error!(address, error = %e, class = e.class(), "3D printer cannot be polled with this configuration; not polling it");
+    metrics::counter!("fleetpulse_edge_polls_total", "outcome" => e.class()).increment(1);
+}
+
+/// What storing one poll's records achieved.
+struct Stored {
+    records: usize,
+    jobs: usize,
+    /// Last job id stored (the new cursor), if the cursor may move.
+    last_job: Option<String>,
+}
+
+/// Encode a poll's heartbeat, status and due jobs under one batch id and
+/// append them to the buffer in one go (one fsync). The cursor may move
+/// only when every job was stored: were one rejected (a buffer full of
+/// never-evicted records), all of this poll's jobs are offered again next
+/// poll — some may then be sent twice, none is lost.
+async fn store_poll(
+    shared: &Shared,
+    s: &Snapshot3d,
+    last: Option<&str>,
+) -> Result<Stored, StoreError> {
+    let o = &shared.origin;
+    let kafka = &shared.kafka;
+    let batch = uuid::Uuid::now_v7().to_string();
+    let mut records = vec![
+        publish::stored(kafka, &map::heartbeat(o, s), &batch)?,
+        publish::stored(kafka, &map::status(o, s), &batch)?,
+    ];
+    let due = map::jobs_to_emit(&s.jobs, last);
+    for j in &due {
+        let record = map::job_record(o, &s.device.device_id, s.polled_at, j);
+        records.push(publish::stored(kafka, &record, &batch)?);
+    }
+    let outcome = crate::poller::store(&shared.buffer, records).await?;
+    let jobs_rejected = outcome
+        .rejected
+        .iter()
+        .filter(|r| r.class() == Class::Job)
+        .count();
+    Ok(Stored {
+        records: outcome.stored,
+        jobs: due.len() - jobs_rejected.min(due.len()),
+        last_job: (jobs_rejected == 0)
+            .then(|| due.last().map(|j| j.job_id.clone()))
+            .flatten(),
+    })
+}
+
+/// Poll one `https3d` device forever (until shutdown).
+pub(crate) async fn device_task(
+    device: DeviceConfig,
+    reachable: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) {
+    let rt = &shared.https3d;
+    let client = match Https3dClient::new(&url_of(&device), &device.tls.clone().unwrap_or_default())
+    {
+        Ok(c) => c,
+        Err(e) => {
+            client_unusable(&device.address, &e);
+            return;
+        }
+    };
+    let offset = crate::poller::start_offset(&device.address, shared.poll_interval);
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = tokio::time::sleep(offset) => {}
+    }
+    let mut ticker = tokio::time::interval(shared.poll_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = shared.semaphore.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let started = Instant::now();
+        let grace = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(shared.shutdown_grace).await;
+        };
+        // The cursor is looked up once the device id is known.
+        let cursors = rt.cursors.lock().await.clone();
+        let result = tokio::select! {
+            r = poll_3d(&client, &rt.options, |id| cursors.get(id).cloned()) => r,
+            _ = grace => return,
+        };
+        drop(permit);
+        match result {
+            Ok(snap) => {
+                reachable.store(true, Ordering::Relaxed);
+                let id = &snap.device.device_id;
+                let last = rt.last_published(id).await;
+                match store_poll(&shared, &snap, last.as_deref()).await {
+                    Ok(out) => {
+                        if let Some(job) = &out.last_job {
+                            rt.advance(id, job).await;
+                        }
+                        polled(
+                            &device.address,
+                            id,
+                            out.records,
+                            out.jobs,
+                            started.elapsed(),
+                        );
+                    }
+                    Err(e) => not_stored(&device.address, &e),
+                }
+            }
+            Err(e) => {
+                reachable.store(false, Ordering::Relaxed);
+                poll_failed(&device.address, &e);
+            }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
