@@ -60,8 +60,16 @@ where
         fig = fig.merge(Toml::file(path));
     }
     fig = fig.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    extract(fig)
+}
+
+/// Extract and validate; figment reports one error per bad key, and all of
+/// them are joined so they can be fixed at once.
+fn extract<T>(fig: Figment) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Validate,
+{
     let cfg: T = fig.extract().map_err(|e| {
-        // figment reports one error per bad key; join them so all are fixed at once.
         ConfigError::Invalid(
             e.into_iter()
                 .map(|e| e.to_string())
@@ -78,19 +86,7 @@ pub fn from_toml<T>(text: &str) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default + Validate,
 {
-    let cfg: T = Figment::from(Serialized::defaults(T::default()))
-        .merge(Toml::string(text))
-        .extract()
-        .map_err(|e| {
-            ConfigError::Invalid(
-                e.into_iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
-    cfg.validate()?;
-    Ok(cfg)
+    extract(Figment::from(Serialized::defaults(T::default())).merge(Toml::string(text)))
 }
 
 /// Read a secret given either inline or as `env:NAME` / `file:/path`.

@@ -231,11 +231,24 @@ impl PrinterErrorFlag {
     }
 }
 
-/// prtMarkerSuppliesType (RFC 3805 PrtMarkerSuppliesTypeTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[allow(missing_docs)]
-pub enum SupplyType {
+/// prtMarkerSuppliesType (RFC 3805 PrtMarkerSuppliesTypeTC), declared in MIB
+/// order: the variant at position `i` of [`SupplyType::ALL`] is MIB value `i + 1`.
+macro_rules! supply_types {
+    ($($variant:ident),* $(,)?) => {
+        /// prtMarkerSuppliesType (RFC 3805 PrtMarkerSuppliesTypeTC).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        #[allow(missing_docs)]
+        pub enum SupplyType { $($variant),* }
+
+        impl SupplyType {
+            /// Every type, in MIB order (1 = other … 36 = matteInk).
+            pub const ALL: &'static [SupplyType] = &[$(SupplyType::$variant),*];
+        }
+    };
+}
+
+supply_types!(
     Other,
     Unknown,
     Toner,
@@ -272,53 +285,14 @@ pub enum SupplyType {
     Covers,
     MatteToner,
     MatteInk,
-}
+);
 
 impl SupplyType {
-    /// From the MIB integer (1 = other … 35 = matteInk); `None` when out of range.
+    /// From the MIB integer (1 = other … 36 = matteInk); `None` when out of range.
     pub fn from_mib(v: i64) -> Option<Self> {
-        use SupplyType::*;
-        const ORDER: [SupplyType; 36] = [
-            Other,
-            Unknown,
-            Toner,
-            WasteToner,
-            Ink,
-            InkCartridge,
-            InkRibbon,
-            WasteInk,
-            Opc,
-            Developer,
-            FuserOil,
-            SolidWax,
-            RibbonWax,
-            WasteWax,
-            Fuser,
-            CoronaWire,
-            FuserOilWick,
-            CleanerUnit,
-            FuserCleaningPad,
-            TransferUnit,
-            TonerCartridge,
-            FuserOiler,
-            Water,
-            WasteWater,
-            GlueWaterAdditive,
-            WastePaper,
-            BindingSupply,
-            BandingSupply,
-            StitchingWire,
-            ShrinkWrap,
-            PaperWrap,
-            Staples,
-            Inserts,
-            Covers,
-            MatteToner,
-            MatteInk,
-        ];
         usize::try_from(v - 1)
             .ok()
-            .and_then(|i| ORDER.get(i))
+            .and_then(|i| Self::ALL.get(i))
             .copied()
     }
 
