@@ -94,15 +94,14 @@ pub(crate) fn check_fd_limit(printers: usize) -> anyhow::Result<()> {
 /// The first `base >= from` such that UDP ports `base..base + n` are all free.
 pub(crate) fn free_port_range(from: u16, n: usize) -> anyhow::Result<u16> {
     let mut base = usize::from(from);
-    'search: while base + n <= 65_535 {
-        for port in base..base + n {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port as u16));
-            if UdpSocket::bind(addr).is_err() {
-                base = port + 1;
-                continue 'search;
-            }
+    while base + n <= 65_535 {
+        let busy = (base..base + n).find(|port| {
+            UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, *port as u16))).is_err()
+        });
+        match busy {
+            Some(port) => base = port + 1,
+            None => return Ok(base as u16),
         }
-        return Ok(base as u16);
     }
     anyhow::bail!("no {n} consecutive free UDP ports at or above {from}")
 }
