@@ -5,6 +5,7 @@
 //! handler, and calls the service's `run(config, shutdown)`. All logic lives
 //! in the service crates; this file only wires them to the command line.
 
+mod bench;
 mod poll;
 mod topics;
 mod up;
@@ -76,6 +77,11 @@ enum Command {
     Poll(poll::PollArgs),
     /// Run everything in one process: embedded broker, simulated fleet, edge, processor, alerter.
     Up(up::UpArgs),
+    /// Benchmarks (`fleetpulse bench edge`): throughput, RSS, LAN and WAN bytes.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Manage fleetpulse's Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -144,6 +150,8 @@ async fn main() -> anyhow::Result<()> {
     let default_log = match cli.command {
         // `up` draws a progress bar; only problems should interrupt it.
         Command::Up(_) => "warn",
+        // The benchmark prints tables; logs would interleave with them.
+        Command::Bench { .. } => "warn,rdkafka=error",
         _ => "info,rdkafka=warn",
     };
     telemetry::init_logging(default_log);
@@ -230,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Poll(args) => poll::run(args).await?,
         Command::Up(args) => up::run(args, shutdown).await?,
         Command::Topics { command } => topics::run(command).await?,
+        Command::Bench { command } => bench::run(command).await?,
     }
     Ok(())
 }
