@@ -24,12 +24,18 @@ enum Request {
     },
 }
 
-/// A decoded response PDU.
-struct Response {
-    request_id: i64,
-    error_status: i64,
-    error_index: i64,
-    varbinds: Vec<VarBind>,
+/// A decoded response PDU (exposed, doc-hidden, as
+/// [`super::DecodedResponse`] for the fuzz targets; not a stable API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// request-id.
+    pub request_id: i64,
+    /// error-status.
+    pub error_status: i64,
+    /// error-index.
+    pub error_index: i64,
+    /// The variable bindings, flattened.
+    pub varbinds: Vec<VarBind>,
 }
 
 /// An SNMP session with one agent over one connected UDP socket.
@@ -340,7 +346,9 @@ fn decode_response(version: SnmpVersion, raw: &[u8]) -> Result<Response, String>
     }
 }
 
-fn decode_response_inner(version: SnmpVersion, raw: &[u8]) -> Result<Response, String> {
+/// The decoder itself, without the panic guard (the fuzz targets call this
+/// through [`super::decode_response_unguarded`] so a panic is a crash).
+pub(super) fn decode_response_inner(version: SnmpVersion, raw: &[u8]) -> Result<Response, String> {
     match version {
         SnmpVersion::V2c => {
             let msg: v2c::Message<v2::Pdus> =
