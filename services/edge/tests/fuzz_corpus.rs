@@ -10,7 +10,10 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target's checks.
+type Check = fn(&[u8]);
+
+const TARGETS: &[(&str, Check)] = &[
     ("snmp_response", harness::snmp_response),
     ("snmp_agent_request", harness::snmp_agent_request),
     ("ipp_response", harness::ipp_response),
@@ -33,7 +36,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn replay(target: &str, check: fn(&[u8]), kind: &str) -> usize {
+fn replay(target: &str, check: Check, kind: &str) -> usize {
     let dir = fuzz_dir().join(kind).join(target);
     let inputs = files(&dir);
     for path in &inputs {
