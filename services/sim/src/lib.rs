@@ -373,3 +373,28 @@ fn snapshot_at(seed: u64, index: usize, step: u64) -> Mib {
     printer.advance_to(step);
     mib::build(&printer, printer.state.uptime_at_step())
 }
+
+/// What the simulated agent made of one datagram: the reply bytes, or why it
+/// stays silent. Fuzzing support; not a stable API.
+#[doc(hidden)]
+pub fn agent_handle_unguarded(datagram: &[u8]) -> Result<Vec<u8>, String> {
+    use std::cell::RefCell;
+    thread_local! {
+        // Printer 0 of the default fleet at sim time 0 (never silent at step
+        // 0); the MIB is built once and reused, as the agent's cache does.
+        static AGENT: RefCell<agent::Agent> = RefCell::new({
+            let config = SimConfig::default();
+            let settings = Arc::new(agent::AgentSettings {
+                community: config.community.as_bytes().to_vec(),
+                max_response_bytes: config.max_response_bytes,
+                malformed_log_interval: config.malformed_log_interval,
+            });
+            let printer = model::Printer::new(config.seed, 0, model::Knobs::from_config(&config));
+            agent::Agent::new(0, printer, settings)
+        });
+    }
+    AGENT.with(|a| match a.borrow_mut().handle_unguarded(datagram, 0) {
+        agent::Handled::Reply(bytes) => Ok(bytes),
+        other => Err(format!("{other:?}")),
+    })
+}

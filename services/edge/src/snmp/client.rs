@@ -35,12 +35,18 @@ enum Request {
     },
 }
 
-/// A decoded response PDU.
-struct Response {
-    request_id: i64,
-    error_status: i64,
-    error_index: i64,
-    varbinds: Vec<VarBind>,
+/// A decoded response PDU (exposed, doc-hidden, as
+/// [`super::DecodedResponse`] for the fuzz targets; not a stable API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// request-id.
+    pub request_id: i64,
+    /// error-status.
+    pub error_status: i64,
+    /// error-index.
+    pub error_index: i64,
+    /// The variable bindings, flattened.
+    pub varbinds: Vec<VarBind>,
 }
 
 /// Engine parameters carried by a v3 message's USM header.
@@ -988,7 +994,9 @@ fn decode_response(version: SnmpVersion, raw: &[u8]) -> Result<Response, String>
     }
 }
 
-fn decode_response_inner(version: SnmpVersion, raw: &[u8]) -> Result<Response, String> {
+/// The decoder itself, without the panic guard (the fuzz targets call this
+/// through [`super::decode_response_unguarded`] so a panic is a crash).
+pub(super) fn decode_response_inner(version: SnmpVersion, raw: &[u8]) -> Result<Response, String> {
     match version {
         SnmpVersion::V3 => Err("SNMPv3 messages are decoded by decode_v3".into()),
         SnmpVersion::V2c => {

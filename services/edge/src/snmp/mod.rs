@@ -32,6 +32,23 @@ pub use credentials::{Security, SnmpCredentials};
 pub use session::SnmpSession;
 pub use usm::{AuthProtocol, PrivProtocol, SecurityLevel, UsmUser};
 
+#[doc(hidden)]
+pub use client::Response as DecodedResponse;
+
+/// Decode one response datagram exactly as [`SnmpClient`] does (rasn BER
+/// decode, version and PDU checks, varbind flattening), but without the
+/// `catch_unwind` guard the client wraps around it, so that a fuzzer or a
+/// corpus replay test sees a decoder panic as a failure.
+///
+/// Not a stable API: it exists for `fuzz/` and `tests/fuzz_corpus.rs`.
+#[doc(hidden)]
+pub fn decode_response_unguarded(
+    version: SnmpVersion,
+    raw: &[u8],
+) -> Result<DecodedResponse, String> {
+    client::decode_response_inner(version, raw)
+}
+
 /// Default UDP port of an SNMP agent.
 pub const DEFAULT_PORT: u16 = 161;
 
