@@ -36,7 +36,16 @@ const PARTITIONS: i32 = 4;
 /// librdkafka's default `topic.metadata.refresh.interval.ms`.
 const METADATA_REFRESH_MS: f64 = 300_000.0;
 /// Top-level keys whose durations are not part of the schedule.
-const NOT_SCHEDULE: &[&str] = &["snmp", "ipp", "kafka", "shutdown_grace", "devices"];
+const NOT_SCHEDULE: &[&str] = &[
+    "snmp",
+    "ipp",
+    "https3d",
+    "kafka",
+    "shutdown_grace",
+    "devices",
+    "buffer",
+    "discovery",
+];
 
 /// A schedule duration and what it became in the compressed run.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +165,13 @@ fn edge_config(
     cfg.connector_secret = "bench-connector-secret-not-for-production".into();
     cfg.devices = devices.to_vec();
     cfg.metrics_addr = None;
+    // Each edge of the run needs its own store-and-forward buffer (a buffer
+    // directory is locked by the connector using it); start it empty.
+    cfg.buffer.dir = std::env::temp_dir().join(format!(
+        "fleetpulse-bench-{connector}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&cfg.buffer.dir);
     let mut properties = BTreeMap::new();
     properties.insert(
         "topic.metadata.refresh.interval.ms".to_string(),
