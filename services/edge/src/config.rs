@@ -60,12 +60,20 @@ pub struct EdgeConfig {
     /// 3D printers over HTTPS: timeout, caps, job cursor file (devices with
     /// `protocol = "https3d"`).
     pub https3d: crate::http3d::Https3dOptions,
-    /// Kafka cluster and topics.
+    /// Kafka cluster and topics (topic names are used by every uplink;
+    /// `[kafka.tls]` and `[kafka.sasl]` secure the Kafka uplink: TLS with
+    /// server verification unless every broker is a loopback address).
     pub kafka: KafkaConfig,
+    /// Uplink choice (`kind = "kafka" | "firehose"`) and Firehose settings.
+    pub uplink: crate::uplink::UplinkConfig,
     /// Store-and-forward buffer: every record is written here before it is sent.
     pub buffer: BufferConfig,
-    /// `/metrics` and `/healthz` listen address (off when unset).
+    /// `/metrics` and `/healthz` listen address (off when unset). The
+    /// connector opens no other listening socket; this one must be a
+    /// loopback address unless `metrics_public = true`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Allow a non-loopback `metrics_addr` (e.g. `0.0.0.0` for Kubernetes probes).
+    pub metrics_public: bool,
     /// Devices polled at the same time, at most.
     pub max_concurrent_polls: usize,
     /// After shutdown is requested, how long in-flight polls may still finish.
@@ -88,8 +96,10 @@ impl Default for EdgeConfig {
             ipp: IppOptions::default(),
             https3d: Default::default(),
             kafka: KafkaConfig::default(),
+            uplink: Default::default(),
             buffer: BufferConfig::default(),
             metrics_addr: None,
+            metrics_public: false,
             max_concurrent_polls: 64,
             shutdown_grace: Duration::from_secs(2),
             discovery: DiscoveryConfig::default(),
@@ -218,8 +228,19 @@ impl Validate for EdgeConfig {
             return Err(bad("ipp.max_response_bytes", "must be at least 1024"));
         }
         crate::http3d::check_options(&self.https3d)?;
-        if self.kafka.brokers.trim().is_empty() {
-            return Err(bad("kafka.brokers", "must not be empty"));
+        match self.uplink.kind {
+            crate::uplink::UplinkKind::Kafka => self
+                .kafka
+                .check("kafka", fleetpulse_core::kafka::TlsDefault::OnUnlessLoopback)?,
+            crate::uplink::UplinkKind::Firehose => self.uplink.firehose.check()?,
+        }
+        if let Some(addr) = self.metrics_addr {
+            if !addr.ip().is_loopback() && !self.metrics_public {
+                return Err(bad(
+                    "metrics_addr",
+                    format!("{addr} is not a loopback address: the connector listens on loopback only; set metrics_public = true to expose it (e.g. for Kubernetes probes)"),
+                ));
+            }
         }
         self.buffer.check()
     }
