@@ -490,3 +490,176 @@ impl FirehoseUplink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_firehose::types::PutRecordBatchResponseEntry;
+    use std::sync::{Arc, Mutex};
+
+    fn entry(seq: u64, len: usize) -> Entry {
+        Entry {
+            seq,
+            class: Class::Counters,
+            data: vec![b'x'; len],
+        }
+    }
+
+    #[test]
+    fn plan_respects_firehose_limits() {
+        // 1,200 small records: 500 + 500 + 200.
+        let (b, over) = plan((0..1200).map(|i| entry(i, 10)).collect());
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [500, 500, 200]);
+        assert!(over.is_empty());
+        // 900 KiB records: four fit in 4 MiB, the fifth starts a new call.
+        let (b, _) = plan((0..6).map(|i| entry(i, 900 * 1024)).collect());
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [4, 2]);
+        for call in &b {
+            assert!(call.iter().map(|e| e.data.len()).sum::<usize>() <= MAX_BATCH_BYTES);
+        }
+        // Exactly 1,000 KiB goes; one byte more is set apart, order kept.
+        let (b, over) = plan(vec![
+            entry(1, MAX_RECORD_BYTES),
+            entry(2, MAX_RECORD_BYTES + 1),
+            entry(3, 5),
+        ]);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(over.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+    }
+
+    fn response(failed: &[usize], n: usize) -> PutRecordBatchOutput {
+        let entries = (0..n)
+            .map(|i| {
+                if failed.contains(&i) {
+                    PutRecordBatchResponseEntry::builder()
+                        .error_code("ServiceUnavailableException")
+                        .error_message("Slow down.")
+                        .build()
+                } else {
+                    PutRecordBatchResponseEntry::builder()
+                        .record_id(format!("rid-{i}"))
+                        .build()
+                }
+            })
+            .collect::<Vec<_>>();
+        PutRecordBatchOutput::builder()
+            .failed_put_count(failed.len() as i32)
+            .set_request_responses(Some(entries))
+            .build()
+            .expect("output")
+    }
+
+    #[tokio::test]
+    async fn only_failed_entries_are_resent() {
+        let calls: Arc<Mutex<Vec<Vec<Vec<u8>>>>> = Arc::default();
+        let seen = calls.clone();
+        let entries: Vec<Entry> = (0..5)
+            .map(|i| Entry {
+                seq: 100 + i,
+                class: Class::Counters,
+                data: format!("rec-{i}").into_bytes(),
+            })
+            .collect();
+        let out = put_with_retry(entries, 3, Duration::from_millis(1), move |data| {
+            let seen = seen.clone();
+            async move {
+                let n = data.len();
+                let attempt = {
+                    let mut c = seen.lock().unwrap();
+                    c.push(data);
+                    c.len()
+                };
+                Ok(match attempt {
+                    // Entries 1 and 3 fail, then 3 (now at index 1) fails again.
+                    1 => response(&[1, 3], n),
+                    2 => response(&[1], n),
+                    _ => response(&[], n),
+                })
+            }
+        })
+        .await;
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[0].len(), 5);
+        assert_eq!(calls[1], vec![b"rec-1".to_vec(), b"rec-3".to_vec()]);
+        assert_eq!(calls[2], vec![b"rec-3".to_vec()]);
+        let mut acked: Vec<u64> = out
+            .iter()
+            .filter(|d| d.2.is_ok())
+            .map(|d| d.0)
+            .collect();
+        acked.sort_unstable();
+        assert_eq!(acked, [100, 101, 102, 103, 104]);
+        // Acked individually: the first call's successes come back first.
+        assert_eq!(out.iter().take(3).map(|d| d.0).collect::<Vec<_>>(), [100, 102, 104]);
+    }
+
+    #[tokio::test]
+    async fn entries_still_failing_go_back_to_the_buffer() {
+        let entries = (0..3)
+            .map(|i| Entry {
+                seq: i,
+                class: Class::Counters,
+                data: vec![i as u8],
+            })
+            .collect();
+        // Firehose keeps refusing the record with data [2].
+        let out = put_with_retry(entries, 2, Duration::from_millis(1), |data| async move {
+            let bad: Vec<usize> = (0..data.len()).filter(|i| data[*i] == [2]).collect();
+            Ok(response(&bad, data.len()))
+        })
+        .await;
+        let failed: Vec<u64> = out.iter().filter(|d| d.2.is_err()).map(|d| d.0).collect();
+        assert_eq!(failed, [2]);
+        assert!(matches!(
+            &out.iter().find(|d| d.0 == 2).unwrap().2,
+            Err(DeliveryError::Firehose(FirehoseError::Entry { code, .. })) if code == "ServiceUnavailableException"
+        ));
+        // A whole-call failure fails every entry; a short response is not trusted.
+        let out = put_with_retry(vec![entry(7, 1)], 0, Duration::ZERO, |_| async {
+            Err(FirehoseError::Call("throttled".into()))
+        })
+        .await;
+        assert!(out[0].2.is_err());
+        let r = response(&[], 1);
+        assert_eq!(failed_entries(2, &r).len(), 2);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let ok = FirehoseConfig {
+            stream: "s".into(),
+            ..Default::default()
+        };
+        ok.check().unwrap();
+        for (c, key) in [
+            (FirehoseConfig::default(), "uplink.firehose.stream"),
+            (
+                FirehoseConfig {
+                    access_key_id: Some("AKIA".into()),
+                    ..ok.clone()
+                },
+                "uplink.firehose.secret_access_key",
+            ),
+            (
+                FirehoseConfig {
+                    endpoint_url: Some("localhost:4566".into()),
+                    ..ok.clone()
+                },
+                "uplink.firehose.endpoint_url",
+            ),
+            (
+                FirehoseConfig {
+                    access_key_id: Some("env:FP_SURELY_UNSET_AK".into()),
+                    secret_access_key: Some("x".into()),
+                    ..ok.clone()
+                },
+                "uplink.firehose.access_key_id",
+            ),
+        ] {
+            let e = c.check().unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+}
