@@ -439,4 +439,33 @@ retries = 1
                               [discovery]\ntargets = [\"10.0.0.0/24\"]\n";
         from_toml::<EdgeConfig>(only_discovery).unwrap();
     }
+
+    #[test]
+    fn uplink_and_listening_keys() {
+        let c: EdgeConfig = from_toml(BASE).unwrap();
+        assert_eq!(c.uplink.kind, crate::uplink::UplinkKind::Kafka);
+        assert!(!c.metrics_public);
+        let err = |t: String| from_toml::<EdgeConfig>(&t).unwrap_err().to_string();
+        // Metrics on a non-loopback address needs the explicit opt-in.
+        let e = err(format!("metrics_addr = \"0.0.0.0:9102\"\n{BASE}"));
+        assert!(e.contains("metrics_addr") && e.contains("metrics_public"), "{e}");
+        let c: EdgeConfig =
+            from_toml(&format!("metrics_addr = \"0.0.0.0:9102\"\nmetrics_public = true\n{BASE}"))
+                .unwrap();
+        assert!(c.metrics_public);
+        from_toml::<EdgeConfig>(&format!("metrics_addr = \"[::1]:9102\"\n{BASE}")).unwrap();
+        // Firehose needs a stream; the Kafka security keys are checked only for Kafka.
+        let e = err(format!("{BASE}\n[uplink]\nkind = \"firehose\"\n"));
+        assert!(e.contains("uplink.firehose.stream"), "{e}");
+        let fh = format!(
+            "{BASE}\n[uplink]\nkind = \"firehose\"\n[uplink.firehose]\nstream = \"fp\"\nregion = \"eu-west-1\"\nentry_retries = 2\nretry_backoff = \"1s\"\n"
+        );
+        let c: EdgeConfig = from_toml(&fh).unwrap();
+        assert_eq!(c.uplink.firehose.entry_retries, 2);
+        assert_eq!(c.uplink.firehose.retry_backoff, Duration::from_secs(1));
+        let e = err(format!("{BASE}\n[uplink]\nkind = \"pigeon\"\n"));
+        assert!(e.contains("pigeon") || e.contains("kind"), "{e}");
+        let e = err(format!("{BASE}\n[kafka]\nbrokers = \"kafka.example.com:9093\"\ntopic_prefix = \"fp\"\n[kafka.tls]\ncert_file = \"/etc/hostname\"\n"));
+        assert!(e.contains("kafka.tls.key_file"), "{e}");
+    }
 }
