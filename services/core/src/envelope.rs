@@ -159,10 +159,19 @@ pub fn decode_object(bytes: &[u8]) -> impl Iterator<Item = Result<Envelope, Enve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::{SigningKey, HDR_BATCH, HDR_CONNECTOR, HDR_KEY_ID, HDR_SEQ, HDR_SIG, HDR_TS};
+    use crate::signing::{
+        SigningKey, HDR_BATCH, HDR_CONNECTOR, HDR_KEY_ID, HDR_SEQ, HDR_SIG, HDR_TS,
+    };
 
     fn signed(k: &SigningKey, seq: u64, payload: &[u8]) -> Envelope {
-        let sig = k.sign("fp.raw.device_status", b"dev-1", "b1", seq, 1_700_000_000_000, payload);
+        let sig = k.sign(
+            "fp.raw.device_status",
+            b"dev-1",
+            "b1",
+            seq,
+            1_700_000_000_000,
+            payload,
+        );
         Envelope {
             topic: "fp.raw.device_status".into(),
             key: b"dev-1".to_vec(),
@@ -207,8 +216,19 @@ mod tests {
         let obj = b"{\"v\":1,\"topic\":\"t\",\"key\":\"\",\"headers\":[],\"payload\":\"@@\"}\n\n{\"v\":2,\"topic\":\"t\",\"key\":\"\",\"headers\":[],\"payload\":\"\"}\nnot json\n";
         let r: Vec<_> = decode_object(obj).collect();
         assert_eq!(r.len(), 3);
-        assert!(matches!(&r[0], Err(EnvelopeError::Malformed { line: 1, reason }) if reason.contains("payload")));
-        assert!(matches!(r[1], Err(EnvelopeError::Version { line: 3, version: 2 })));
-        assert!(matches!(r[2], Err(EnvelopeError::Malformed { line: 4, .. })));
+        assert!(
+            matches!(&r[0], Err(EnvelopeError::Malformed { line: 1, reason }) if reason.contains("payload"))
+        );
+        assert!(matches!(
+            r[1],
+            Err(EnvelopeError::Version {
+                line: 3,
+                version: 2
+            })
+        ));
+        assert!(matches!(
+            r[2],
+            Err(EnvelopeError::Malformed { line: 4, .. })
+        ));
     }
 }

@@ -215,13 +215,19 @@ impl KafkaConfig {
                 }
             }
             if let Some(spec) = &t.key_password {
-                c.set("ssl.key.password", read_secret("kafka.tls.key_password", spec)?);
+                c.set(
+                    "ssl.key.password",
+                    read_secret("kafka.tls.key_password", spec)?,
+                );
             }
         }
         if let Some(s) = &self.sasl {
             c.set("sasl.mechanism", s.mechanism.name());
             c.set("sasl.username", &s.username);
-            c.set("sasl.password", read_secret("kafka.sasl.password", &s.password)?);
+            c.set(
+                "sasl.password",
+                read_secret("kafka.sasl.password", &s.password)?,
+            );
             if protocol == "SASL_PLAINTEXT" {
                 tracing::warn!(
                     mechanism = s.mechanism.name(),
@@ -233,7 +239,11 @@ impl KafkaConfig {
             c.set(k, v);
         }
         for (k, weak) in WEAKENING {
-            if self.properties.get(k).is_some_and(|v| v.eq_ignore_ascii_case(weak)) {
+            if self
+                .properties
+                .get(k)
+                .is_some_and(|v| v.eq_ignore_ascii_case(weak))
+            {
                 tracing::warn!(
                     property = k,
                     value = weak,
@@ -274,15 +284,24 @@ impl KafkaConfig {
         }
         match (&t.cert_file, &t.key_file) {
             (Some(_), None) => {
-                return Err(bad("tls.key_file", "required with tls.cert_file (mTLS)".into()))
+                return Err(bad(
+                    "tls.key_file",
+                    "required with tls.cert_file (mTLS)".into(),
+                ))
             }
             (None, Some(_)) => {
-                return Err(bad("tls.cert_file", "required with tls.key_file (mTLS)".into()))
+                return Err(bad(
+                    "tls.cert_file",
+                    "required with tls.key_file (mTLS)".into(),
+                ))
             }
             _ => {}
         }
         if t.key_password.is_some() && t.key_file.is_none() {
-            return Err(bad("tls.key_password", "only used with tls.key_file".into()));
+            return Err(bad(
+                "tls.key_password",
+                "only used with tls.key_file".into(),
+            ));
         }
         for (k, path) in [
             ("ca_file", &t.ca_file),
@@ -428,7 +447,9 @@ mod tests {
         assert_eq!(get(&c, "sasl.username").as_deref(), Some("edge"));
         assert_eq!(get(&c, "sasl.password").as_deref(), Some("inline-pw"));
         assert!(get(&c, "ssl.ca.location").unwrap().ends_with("ca.pem"));
-        assert!(get(&c, "ssl.certificate.location").unwrap().ends_with("c.pem"));
+        assert!(get(&c, "ssl.certificate.location")
+            .unwrap()
+            .ends_with("c.pem"));
         assert!(get(&c, "ssl.key.location").unwrap().ends_with("k.pem"));
         // SCRAM over plaintext: allowed (with a warning), protocol derived.
         let mut plain = k.clone();
@@ -486,7 +507,10 @@ mod tests {
         let mut k = base();
         k.tls.ca_file = Some("/nonexistent/ca.pem".into());
         let e = err(k);
-        assert!(e.contains("kafka.tls.ca_file") && e.contains("/nonexistent"), "{e}");
+        assert!(
+            e.contains("kafka.tls.ca_file") && e.contains("/nonexistent"),
+            "{e}"
+        );
         let mut k = base();
         k.tls.enabled = Some(false);
         k.tls.ca_file = Some("/etc/hostname".into());
@@ -506,7 +530,10 @@ mod tests {
             password: "env:FP_TEST_SURELY_UNSET_PW".into(),
         });
         let e = err(k);
-        assert!(e.contains("kafka.sasl.password") && e.contains("FP_TEST_SURELY_UNSET_PW"), "{e}");
+        assert!(
+            e.contains("kafka.sasl.password") && e.contains("FP_TEST_SURELY_UNSET_PW"),
+            "{e}"
+        );
         let mut k = base();
         k.brokers = " ".into();
         assert!(err(k).contains("kafka.brokers"));

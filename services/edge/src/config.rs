@@ -229,9 +229,10 @@ impl Validate for EdgeConfig {
         }
         crate::http3d::check_options(&self.https3d)?;
         match self.uplink.kind {
-            crate::uplink::UplinkKind::Kafka => self
-                .kafka
-                .check("kafka", fleetpulse_core::kafka::TlsDefault::OnUnlessLoopback)?,
+            crate::uplink::UplinkKind::Kafka => self.kafka.check(
+                "kafka",
+                fleetpulse_core::kafka::TlsDefault::OnUnlessLoopback,
+            )?,
             crate::uplink::UplinkKind::Firehose => self.uplink.firehose.check()?,
         }
         if let Some(addr) = self.metrics_addr {
@@ -448,10 +449,14 @@ retries = 1
         let err = |t: String| from_toml::<EdgeConfig>(&t).unwrap_err().to_string();
         // Metrics on a non-loopback address needs the explicit opt-in.
         let e = err(format!("metrics_addr = \"0.0.0.0:9102\"\n{BASE}"));
-        assert!(e.contains("metrics_addr") && e.contains("metrics_public"), "{e}");
-        let c: EdgeConfig =
-            from_toml(&format!("metrics_addr = \"0.0.0.0:9102\"\nmetrics_public = true\n{BASE}"))
-                .unwrap();
+        assert!(
+            e.contains("metrics_addr") && e.contains("metrics_public"),
+            "{e}"
+        );
+        let c: EdgeConfig = from_toml(&format!(
+            "metrics_addr = \"0.0.0.0:9102\"\nmetrics_public = true\n{BASE}"
+        ))
+        .unwrap();
         assert!(c.metrics_public);
         from_toml::<EdgeConfig>(&format!("metrics_addr = \"[::1]:9102\"\n{BASE}")).unwrap();
         // Firehose needs a stream; the Kafka security keys are checked only for Kafka.

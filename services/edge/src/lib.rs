@@ -41,6 +41,11 @@
 //!   (printheads, build unit) and one `JobRecord` per finished job, without
 //!   job or part names; like every record, they go through the [`buffer`].
 //!
+//! - **Two uplinks, one contract.** [`uplink`]: Kafka (TLS with server
+//!   verification by default, SASL/SCRAM, mTLS) or AWS Firehose (signed
+//!   envelope lines, only failed entries re-sent); the connector listens on
+//!   nothing but its optional loopback metrics port.
+//!
 //! Entry points: [`run`] (or [`run_with_buffer`]) for the service, [`poll_device`] / [`poll_ipp`] +
 //! [`render_text`] for `fleetpulse poll`; [`poll_configured`] polls a
 //! configured device over its protocol.

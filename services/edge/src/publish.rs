@@ -38,8 +38,8 @@ use fleetpulse_core::signing::{
 };
 use fleetpulse_core::telemetry::{self, COUNTERS};
 use fleetpulse_core::{codec, now_millis, Shutdown};
-use futures::stream::{FuturesUnordered, StreamExt};
 use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -185,8 +185,14 @@ impl Signer {
             .key
             .sign(&r.topic, &r.key, &r.batch, seq, ts, &r.payload);
         vec![
-            (HDR_CONNECTOR.to_string(), self.connector_id.clone().into_bytes()),
-            (HDR_KEY_ID.to_string(), self.key.key_id().as_bytes().to_vec()),
+            (
+                HDR_CONNECTOR.to_string(),
+                self.connector_id.clone().into_bytes(),
+            ),
+            (
+                HDR_KEY_ID.to_string(),
+                self.key.key_id().as_bytes().to_vec(),
+            ),
             (HDR_BATCH.to_string(), r.batch.clone().into_bytes()),
             (HDR_SEQ.to_string(), seq.to_string().into_bytes()),
             (HDR_TS.to_string(), ts.to_string().into_bytes()),
@@ -464,8 +470,7 @@ pub async fn forward(buffer: Arc<Buffer>, uplink: Uplink, shutdown: Shutdown) {
     let window = buffer.config().max_in_flight;
     let mut bucket = TokenBucket::new(buffer.config().replay_bytes_per_sec);
     // Each in-flight future yields the outcomes of one or more records.
-    let mut inflight: FuturesUnordered<BoxFuture<'static, Vec<Delivery>>> =
-        FuturesUnordered::new();
+    let mut inflight: FuturesUnordered<BoxFuture<'static, Vec<Delivery>>> = FuturesUnordered::new();
     let mut inflight_records = 0usize;
     let mut results: Vec<Delivery> = Vec::new();
     let mut backoff = Duration::from_secs(1);

@@ -24,7 +24,9 @@ fn listening() -> Vec<(String, u64)> {
         .collect();
     let mut out = Vec::new();
     for (file, v6) in [("/proc/self/net/tcp", false), ("/proc/self/net/tcp6", true)] {
-        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
         for row in text.lines().skip(1) {
             let f: Vec<&str> = row.split_whitespace().collect();
             if f.len() < 10 || f[3] != "0A" {

@@ -133,12 +133,10 @@ fn tls_front(
     let builder = if client_auth {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
-        let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider,
-        )
-        .build()
-        .unwrap();
+        let v =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
         builder.with_client_cert_verifier(v)
     } else {
         builder.with_no_client_auth()
@@ -219,7 +217,9 @@ async fn deliver(kafka: &KafkaConfig, n: usize, wait: Duration) -> u64 {
     })
     .unwrap();
     let records = (0..n)
-        .map(|i| publish::stored(kafka, &samples::usage_counters(&format!("dev-{i}")), "b-1").unwrap())
+        .map(|i| {
+            publish::stored(kafka, &samples::usage_counters(&format!("dev-{i}")), "b-1").unwrap()
+        })
         .collect();
     buffer.append(records).unwrap();
     let publisher = Publisher::new(kafka, SECRET, "conn-tls").expect("producer");
@@ -239,7 +239,9 @@ async fn deliver(kafka: &KafkaConfig, n: usize, wait: Duration) -> u64 {
 }
 
 async fn create_topic(kafka: &KafkaConfig, topic: &str) {
-    let cfg = kafka.try_client_config(TlsDefault::OnUnlessLoopback).unwrap();
+    let cfg = kafka
+        .try_client_config(TlsDefault::OnUnlessLoopback)
+        .unwrap();
     let admin: AdminClient<DefaultClientContext> = cfg.create().unwrap();
     admin
         .create_topics(
@@ -252,11 +254,14 @@ async fn create_topic(kafka: &KafkaConfig, topic: &str) {
 
 /// Read `n` records of `topic` over TLS and verify their signatures.
 fn read_verified(kafka: &KafkaConfig, topic: &str, n: usize) -> usize {
-    let mut cfg = kafka.try_client_config(TlsDefault::OnUnlessLoopback).unwrap();
+    let mut cfg = kafka
+        .try_client_config(TlsDefault::OnUnlessLoopback)
+        .unwrap();
     cfg.set("group.id", "uplink-tls-check");
     let consumer: BaseConsumer = cfg.create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let key = SigningKey::derive(SECRET, "conn-tls");
     let mut ok = 0;
@@ -280,6 +285,10 @@ fn read_verified(kafka: &KafkaConfig, topic: &str, n: usize) -> usize {
 async fn kafka_uplink_verifies_the_broker_and_supports_mtls() {
     let Some(bin) = tansu_bin() else {
         eprintln!("SKIPPED kafka_uplink_verifies_the_broker_and_supports_mtls: no tansu binary (set FLEETPULSE_TANSU)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FLEETPULSE_TANSU is required under CI"
+        );
         return;
     };
     let pki = pki();
@@ -303,8 +312,17 @@ async fn kafka_uplink_verifies_the_broker_and_supports_mtls() {
     let left = deliver(&good, 20, Duration::from_secs(30)).await;
     assert_eq!(left, 0, "all records acknowledged over verified TLS");
     let (k, t) = (good.clone(), topic.clone());
-    assert_eq!(tokio::task::spawn_blocking(move || read_verified(&k, &t, 20)).await.unwrap(), 20);
-    assert!(errors.lock().unwrap().is_empty(), "{:?}", errors.lock().unwrap());
+    assert_eq!(
+        tokio::task::spawn_blocking(move || read_verified(&k, &t, 20))
+            .await
+            .unwrap(),
+        20
+    );
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "{:?}",
+        errors.lock().unwrap()
+    );
 
     // 2. A CA that did not sign the broker's certificate: nothing is sent,
     //    the records stay in the buffer, and the handshake failed on the
@@ -343,7 +361,11 @@ async fn kafka_uplink_verifies_the_broker_and_supports_mtls() {
     let left = deliver(&no_cert, 3, Duration::from_secs(4)).await;
     assert_eq!(left, 3, "no client certificate: refused");
     assert!(
-        errors.lock().unwrap().iter().any(|e| e.to_lowercase().contains("certificate")),
+        errors
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.to_lowercase().contains("certificate")),
         "{:?}",
         errors.lock().unwrap()
     );
@@ -358,11 +380,18 @@ async fn kafka_uplink_verifies_the_broker_and_supports_mtls() {
             ..Default::default()
         },
     );
-    with_cert.check("kafka", TlsDefault::OnUnlessLoopback).unwrap();
+    with_cert
+        .check("kafka", TlsDefault::OnUnlessLoopback)
+        .unwrap();
     let topic = with_cert.topic(fleetpulse_core::schema::RecordType::UsageCounters);
     create_topic(&with_cert, &topic).await;
     let left = deliver(&with_cert, 10, Duration::from_secs(30)).await;
     assert_eq!(left, 0, "client certificate accepted: delivered");
     let (k, t) = (with_cert.clone(), topic.clone());
-    assert_eq!(tokio::task::spawn_blocking(move || read_verified(&k, &t, 10)).await.unwrap(), 10);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || read_verified(&k, &t, 10))
+            .await
+            .unwrap(),
+        10
+    );
 }

@@ -119,12 +119,8 @@ impl FirehoseConfig {
                 read_secret("uplink.firehose.access_key_id", a)?;
                 read_secret("uplink.firehose.secret_access_key", s)?;
             }
-            (Some(_), None) => {
-                return Err(bad("secret_access_key", "required with access_key_id"))
-            }
-            (None, Some(_)) => {
-                return Err(bad("access_key_id", "required with secret_access_key"))
-            }
+            (Some(_), None) => return Err(bad("secret_access_key", "required with access_key_id")),
+            (None, Some(_)) => return Err(bad("access_key_id", "required with secret_access_key")),
             (None, None) => {}
         }
         if self.request_timeout < Duration::from_secs(1) {
@@ -429,7 +425,11 @@ impl FirehoseUplink {
                         let msg = format!("send task failed: {e}");
                         ids.into_iter()
                             .map(|(seq, class)| {
-                                (seq, class, Err(DeliveryError::Firehose(FirehoseError::Call(msg.clone()))))
+                                (
+                                    seq,
+                                    class,
+                                    Err(DeliveryError::Firehose(FirehoseError::Call(msg.clone()))),
+                                )
                             })
                             .collect()
                     })
@@ -484,7 +484,10 @@ impl FirehoseUplink {
                 (
                     e.seq,
                     e.class,
-                    Err(DeliveryError::Firehose(FirehoseError::Reject { path, source })),
+                    Err(DeliveryError::Firehose(FirehoseError::Reject {
+                        path,
+                        source,
+                    })),
                 )
             }
         }
@@ -584,15 +587,14 @@ mod tests {
         assert_eq!(calls[0].len(), 5);
         assert_eq!(calls[1], vec![b"rec-1".to_vec(), b"rec-3".to_vec()]);
         assert_eq!(calls[2], vec![b"rec-3".to_vec()]);
-        let mut acked: Vec<u64> = out
-            .iter()
-            .filter(|d| d.2.is_ok())
-            .map(|d| d.0)
-            .collect();
+        let mut acked: Vec<u64> = out.iter().filter(|d| d.2.is_ok()).map(|d| d.0).collect();
         acked.sort_unstable();
         assert_eq!(acked, [100, 101, 102, 103, 104]);
         // Acked individually: the first call's successes come back first.
-        assert_eq!(out.iter().take(3).map(|d| d.0).collect::<Vec<_>>(), [100, 102, 104]);
+        assert_eq!(
+            out.iter().take(3).map(|d| d.0).collect::<Vec<_>>(),
+            [100, 102, 104]
+        );
     }
 
     #[tokio::test]
