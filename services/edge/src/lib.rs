@@ -41,6 +41,11 @@
 //!   (printheads, build unit) and one `JobRecord` per finished job, without
 //!   job or part names; like every record, they go through the [`buffer`].
 //!
+//! - **Two uplinks, one contract.** [`uplink`]: Kafka (TLS with server
+//!   verification by default, SASL/SCRAM, mTLS) or AWS Firehose (signed
+//!   envelope lines, only failed entries re-sent); the connector listens on
+//!   nothing but its optional loopback metrics port.
+//!
 //! Entry points: [`run`] (or [`run_with_buffer`]) for the service, [`poll_device`] / [`poll_ipp`] +
 //! [`render_text`] for `fleetpulse poll`; [`poll_configured`] polls a
 //! configured device over its protocol.
@@ -57,6 +62,7 @@ mod poller;
 pub mod publish;
 pub mod report;
 pub mod snmp;
+pub mod uplink;
 
 #[cfg(test)]
 mod tests;
@@ -72,7 +78,7 @@ pub use config::{DeviceConfig, EdgeConfig};
 pub use device::{poll_configured, poll_device, poll_device_with, DeviceSnapshot, PollError};
 pub use http3d::{poll_3d, Https3dClient, Https3dError, Https3dOptions, Snapshot3d, TlsTrust};
 pub use ipp::{poll_ipp, IppError, IppOptions, IppTarget};
-pub use publish::{PublishError, Publisher};
+pub use publish::{PublishError, Publisher, Signer, Uplink};
 pub use report::render_text;
 pub use snmp::{
     AuthProtocol, DeviceTarget, PrivProtocol, SecurityLevel, SnmpCredentials, SnmpError,
@@ -166,13 +172,13 @@ pub async fn run_with_buffer(
     } else {
         None
     };
-    let publisher = Publisher::new(&config.kafka, &secret, &config.connector_id)?;
+    let uplink = open_uplink(&config, &secret).await?;
     tracing::info!(
         devices = config.devices.len(),
         discovery = config.discovery.enabled(),
         poll_interval = ?config.poll_interval,
         connector_id = %config.connector_id,
-        compression = publisher.compression(),
+        uplink = uplink.name(),
         buffer_dir = %config.buffer.dir.display(),
         "edge connector started"
     );
@@ -180,7 +186,7 @@ pub async fn run_with_buffer(
     let forward_stop = Shutdown::new();
     let forwarder = tokio::spawn(publish::forward(
         buffer.clone(),
-        publisher.clone(),
+        uplink,
         forward_stop.clone(),
     ));
     let syncer = (config.buffer.fsync == buffer::FsyncPolicy::Interval).then(|| {
@@ -234,6 +240,36 @@ pub async fn run_with_buffer(
         "edge connector stopped"
     );
     Ok(())
+}
+
+/// The configured uplink (`uplink.kind`), signing with the connector's key.
+async fn open_uplink(config: &EdgeConfig, secret: &[u8]) -> Result<Uplink, EdgeError> {
+    let signer = Signer::new(secret, &config.connector_id);
+    let proxies = uplink::proxy_env();
+    match config.uplink.kind {
+        uplink::UplinkKind::Kafka => {
+            if !proxies.is_empty() {
+                tracing::warn!(
+                    variables = ?proxies,
+                    "proxy variables are set, but the Kafka uplink cannot use an HTTP(S) proxy: librdkafka connects to the brokers over TCP directly; give the connector a TCP egress path to kafka.brokers, or use uplink.kind = \"firehose\""
+                );
+            }
+            let p = Publisher::with_signer(&config.kafka, signer)?;
+            tracing::info!(
+                compression = p.compression(),
+                security_protocol = config
+                    .kafka
+                    .security_protocol(fleetpulse_core::kafka::TlsDefault::OnUnlessLoopback),
+                "Kafka uplink"
+            );
+            Ok(Uplink::Kafka(p))
+        }
+        uplink::UplinkKind::Firehose => {
+            let f = uplink::FirehoseUplink::new(&config.uplink.firehose, signer).await?;
+            tracing::info!(stream = f.stream(), proxy_variables = ?proxies, "Firehose uplink");
+            Ok(Uplink::Firehose(Arc::new(f)))
+        }
+    }
 }
 
 /// `fsync = "interval"`: make appends durable every `every`.

@@ -576,6 +576,7 @@ mod end_to_end {
             brokers: cluster.bootstrap_servers(),
             topic_prefix: "e2e".into(),
             properties: Default::default(),
+            ..Default::default()
         };
         for t in kafka.all_topics() {
             cluster.create_topic(&t, 1, 1).expect("create topic");

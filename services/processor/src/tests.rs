@@ -69,6 +69,7 @@ impl Harness {
             brokers: cluster.bootstrap_servers(),
             topic_prefix: "fp".into(),
             properties: BTreeMap::new(),
+            ..Default::default()
         };
         for t in kafka.all_topics() {
             cluster.create_topic(&t, partitions, 1).expect("topic");

@@ -184,6 +184,7 @@ fn edge_config(
         brokers: relay.bootstrap(),
         topic_prefix: prefix.into(),
         properties: properties.into_iter().collect(),
+        ..Default::default()
     };
     cfg
 }

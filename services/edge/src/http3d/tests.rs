@@ -709,6 +709,7 @@ async fn run_publishes_3d_jobs_and_status_once() {
         brokers: cluster.bootstrap_servers(),
         topic_prefix: "e3d".into(),
         properties: Default::default(),
+        ..Default::default()
     };
     for t in kafka.all_topics() {
         cluster.create_topic(&t, 1, 1).expect("create topic");
@@ -899,6 +900,7 @@ async fn broker_down_keeps_3d_records_in_the_buffer() {
             brokers: "127.0.0.1:1".into(),
             topic_prefix: "e3d-down".into(),
             properties: Default::default(),
+            ..Default::default()
         },
         buffer: crate::BufferConfig {
             dir: buffer_dir.clone(),
