@@ -388,12 +388,17 @@ async fn hostile_random_bytes_are_a_decode_error() {
 #[tokio::test]
 async fn hostile_wrong_request_id_then_silence_times_out() {
     let agent = start_agent(Mode::WrongId, printer_mib("X")).await;
-    let started = Instant::now();
-    let err = poll_device(
-        &DeviceTarget::new(agent.addr.to_string(), "public"),
-        &fast(),
+    // 200 ms + 400 ms backoff; the outer guard only catches a hang (speed
+    // is for benchmarks, not for a busy CI machine).
+    let err = tokio::time::timeout(
+        HANG_GUARD,
+        poll_device(
+            &DeviceTarget::new(agent.addr.to_string(), "public"),
+            &fast(),
+        ),
     )
     .await
+    .expect("must not hang")
     .expect_err("no matching answer");
     assert!(
         matches!(
@@ -406,12 +411,6 @@ async fn hostile_wrong_request_id_then_silence_times_out() {
         "{err:?}"
     );
     assert!(err.is_retriable() && err.is_silence());
-    // 200 ms + 400 ms backoff; generous bound, it must not hang.
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test]
@@ -521,16 +520,24 @@ async fn silent_device_times_out_within_the_deadline() {
         poll_deadline: Duration::from_millis(800),
         ..SnmpOptions::default()
     };
-    let started = Instant::now();
-    let err = poll_device(
-        &DeviceTarget::new(silent.local_addr().unwrap().to_string(), "public"),
-        &opts,
+    // The typed Deadline error proves the deadline cut the retries short
+    // (5 retries with backoff would take far longer and end in Timeout);
+    // the outer guard only catches a hang.
+    let err = tokio::time::timeout(
+        HANG_GUARD,
+        poll_device(
+            &DeviceTarget::new(silent.local_addr().unwrap().to_string(), "public"),
+            &opts,
+        ),
     )
     .await
+    .expect("must not hang")
     .unwrap_err();
     assert!(matches!(err, PollError::Deadline { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// Outer guard for tests of timeouts: fails only on a hang.
+const HANG_GUARD: Duration = Duration::from_secs(30);
 
 mod end_to_end {
     use super::*;
