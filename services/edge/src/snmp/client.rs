@@ -51,14 +51,14 @@ pub struct Response {
 
 /// Engine parameters carried by a v3 message's USM header.
 #[derive(Debug, Clone, Default)]
-struct EngineParams {
+pub(super) struct EngineParams {
     id: Vec<u8>,
     boots: u32,
     time: u32,
 }
 
 /// What a matching datagram carried.
-enum Reply {
+pub(super) enum Reply {
     /// A Response PDU.
     Response(Response),
     /// A v3 Report PDU: the usmStats OID it names, the engine parameters of
@@ -68,6 +68,25 @@ enum Reply {
         engine: EngineParams,
         authenticated: bool,
     },
+}
+
+impl From<Reply> for super::DecodedV3 {
+    fn from(r: Reply) -> Self {
+        match r {
+            Reply::Response(r) => super::DecodedV3::Response(r),
+            Reply::Report {
+                oid,
+                engine,
+                authenticated,
+            } => super::DecodedV3::Report {
+                oid,
+                engine_id: engine.id,
+                boots: engine.boots,
+                time: engine.time,
+                authenticated,
+            },
+        }
+    }
 }
 
 /// How to recognise the answer to what we sent.
@@ -799,7 +818,9 @@ fn decode_v3(
     }
 }
 
-fn decode_v3_inner(
+/// The v3 decoder itself, without the panic guard (the fuzz target calls
+/// this through [`super::decode_v3_unguarded`] so a panic is a crash).
+pub(super) fn decode_v3_inner(
     raw: &[u8],
     keys: Option<&LocalKeys>,
 ) -> Result<(i64, SecurityLevel, Reply), SnmpError> {
