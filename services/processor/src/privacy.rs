@@ -662,7 +662,11 @@ mod tests {
         let (t, v) = codec::decode_value(&codec::encode(&j).unwrap()).unwrap();
         let row = tr.transform(t, &v).unwrap();
         assert_eq!(row["started_at"], 1_763_686_800_000i64);
-        assert_eq!(row["created_at"], 1_763_690_000_000i64);
+        // Submitted 13:33:20, generalised to 13:00 like started_at.
+        assert_eq!(j.created_at, Some(1_763_690_000_000));
+        assert_eq!(row["created_at"], 1_763_686_800_000i64);
+        assert_eq!(row["created_at"].as_i64().unwrap() % 3_600_000, 0);
+        assert_eq!(row["ended_at"].as_i64().map(|t| t % 3_600_000), Some(0));
         assert!(!row.contains_key("user_name"));
         assert_ne!(row["job_id"], "job-42");
         assert_eq!(row["job_id_key_id"], "v1");
