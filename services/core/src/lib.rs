@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod generalize;
 pub mod kafka;
 pub mod pseudonym;
 pub mod records;

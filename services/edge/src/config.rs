@@ -73,6 +73,12 @@ pub struct EdgeConfig {
     pub shutdown_grace: Duration,
     /// Network discovery (off unless `discovery.targets` is set).
     pub discovery: DiscoveryConfig,
+    /// What identifying device data leaves the site (see [`crate::privacy`]).
+    pub privacy: crate::privacy::PrivacyConfig,
+    /// Restarting stuck pollers and reporting health (see [`crate::watchdog`]).
+    pub watchdog: crate::watchdog::WatchdogConfig,
+    /// Signed configuration from the Kafka control topic (see [`crate::control`]).
+    pub control: crate::control::ControlConfig,
 }
 
 impl Default for EdgeConfig {
@@ -93,6 +99,9 @@ impl Default for EdgeConfig {
             max_concurrent_polls: 64,
             shutdown_grace: Duration::from_secs(2),
             discovery: DiscoveryConfig::default(),
+            privacy: Default::default(),
+            watchdog: Default::default(),
+            control: Default::default(),
         }
     }
 }
@@ -218,6 +227,7 @@ impl Validate for EdgeConfig {
             return Err(bad("ipp.max_response_bytes", "must be at least 1024"));
         }
         crate::http3d::check_options(&self.https3d)?;
+        self.watchdog.check()?;
         if self.kafka.brokers.trim().is_empty() {
             return Err(bad("kafka.brokers", "must not be empty"));
         }
