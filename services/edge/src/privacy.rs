@@ -241,6 +241,7 @@ mod tests {
 
     fn canary_status() -> DeviceStatus {
         let mut s = samples::device_status("SN-1");
+        s.event_id = "01a1fd36-3136-7652-87e9-7f50e8bd7cc5".into();
         s.sys_name = Some("CANARY-HOST".into());
         s.sys_contact = Some("CANARY-PERSON".into());
         s.sys_location = Some("Berlin, DE, CANARY-ROOM".into());
