@@ -97,6 +97,14 @@ pub(crate) fn rejected(e: &ReloadRejected) {
         .increment(1);
 }
 
+/// A re-read config file did not load (SIGHUP): log and count it; the
+/// connector keeps its configuration.
+pub fn file_rejected(e: &ConfigError) {
+    rejected(&ReloadRejected::Invalid(ConfigError::Invalid(
+        e.to_string(),
+    )));
+}
+
 pub(crate) fn unchanged() {
     tracing::info!("configuration reloaded: nothing changed");
     metrics::counter!("fleetpulse_edge_config_reloads_total", "outcome" => "unchanged")
