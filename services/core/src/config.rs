@@ -81,6 +81,20 @@ where
     Ok(cfg)
 }
 
+/// Load `T` from its defaults, then a TOML document, then the environment:
+/// the layers of [`load`] with the file's text given (a configuration
+/// received over the network, e.g. the edge's signed control config).
+pub fn load_str<T>(text: &str) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default + Validate,
+{
+    extract(
+        Figment::from(Serialized::defaults(T::default()))
+            .merge(Toml::string(text))
+            .merge(Env::prefixed(ENV_PREFIX).split("__")),
+    )
+}
+
 /// Load `T` from a TOML string over its defaults (tests and embedded runs).
 pub fn from_toml<T>(text: &str) -> Result<T, ConfigError>
 where

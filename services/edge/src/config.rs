@@ -81,6 +81,12 @@ pub struct EdgeConfig {
     pub shutdown_grace: Duration,
     /// Network discovery (off unless `discovery.targets` is set).
     pub discovery: DiscoveryConfig,
+    /// What identifying device data leaves the site (see [`crate::privacy`]).
+    pub privacy: crate::privacy::PrivacyConfig,
+    /// Restarting stuck pollers and reporting health (see [`crate::watchdog`]).
+    pub watchdog: crate::watchdog::WatchdogConfig,
+    /// Signed configuration from the Kafka control topic (see [`crate::control`]).
+    pub control: crate::control::ControlConfig,
 }
 
 impl Default for EdgeConfig {
@@ -103,6 +109,9 @@ impl Default for EdgeConfig {
             max_concurrent_polls: 64,
             shutdown_grace: Duration::from_secs(2),
             discovery: DiscoveryConfig::default(),
+            privacy: Default::default(),
+            watchdog: Default::default(),
+            control: Default::default(),
         }
     }
 }
@@ -228,6 +237,7 @@ impl Validate for EdgeConfig {
             return Err(bad("ipp.max_response_bytes", "must be at least 1024"));
         }
         crate::http3d::check_options(&self.https3d)?;
+        self.watchdog.check()?;
         match self.uplink.kind {
             crate::uplink::UplinkKind::Kafka => self.kafka.check(
                 "kafka",

@@ -41,16 +41,16 @@ use fleetpulse_core::records::{
     SCHEMA_VERSION,
 };
 use fleetpulse_core::{new_event_id, Shutdown};
-use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{watch, Semaphore};
 
 use crate::alerts::{AlertRow, AlertTracker};
 use crate::buffer::{AppendOutcome, Buffer, BufferError, Rejected, StoredRecord};
-use crate::config::EdgeConfig;
 use crate::device::{poll_configured, DeviceSnapshot, PollError};
 use crate::discovery::Discovered;
+use crate::privacy::{self, Policy};
 use crate::publish::{self, PublishError};
 use crate::snmp::{split_host_port, SnmpOptions, SnmpSession};
+use crate::watchdog::Progress;
 
 /// Envelope values shared by every record of one connector.
 #[derive(Debug, Clone)]
@@ -174,18 +174,22 @@ pub(crate) fn records_of(
     }
 }
 
-/// Encode one poll's records under one batch id.
-fn encode_records(kafka: &KafkaConfig, r: &PollRecords) -> Result<Vec<StoredRecord>, PublishError> {
+/// Encode one poll's records under one batch id (privacy applied).
+fn encode_records(
+    kafka: &KafkaConfig,
+    policy: &Policy,
+    r: &PollRecords,
+) -> Result<Vec<StoredRecord>, PublishError> {
     let batch = uuid::Uuid::now_v7().to_string();
     let mut out = vec![
-        publish::stored(kafka, &r.heartbeat, &batch)?,
-        publish::stored(kafka, &r.status, &batch)?,
+        privacy::stored(kafka, policy, &r.heartbeat, &batch)?,
+        privacy::stored(kafka, policy, &r.status, &batch)?,
     ];
     if let Some(c) = &r.counters {
-        out.push(publish::stored(kafka, c, &batch)?);
+        out.push(privacy::stored(kafka, policy, c, &batch)?);
     }
     for a in &r.alerts {
-        out.push(publish::stored(kafka, a, &batch)?);
+        out.push(privacy::stored(kafka, policy, a, &batch)?);
     }
     Ok(out)
 }
@@ -276,7 +280,9 @@ pub(crate) struct Shared {
     pub(crate) snmp: SnmpOptions,
     pub(crate) ipp: crate::ipp::IppOptions,
     /// `[https3d]` options and job cursors (3D printers).
-    pub(crate) https3d: crate::http3d::Runtime,
+    pub(crate) https3d: Arc<crate::http3d::Runtime>,
+    /// `[privacy]`, applied to every record before it is encoded.
+    pub(crate) privacy: Policy,
     pub(crate) poll_interval: Duration,
     pub(crate) shutdown_grace: Duration,
     /// One flag per device task (configured and discovered).
@@ -312,7 +318,8 @@ fn normalised(address: &str) -> String {
     }
 }
 
-/// One device task's inputs.
+/// One device task's inputs (kept by the supervisor to restart the task).
+#[derive(Clone)]
 pub(crate) struct Slot {
     /// Current target (discovery may change the address).
     target: watch::Receiver<crate::DeviceTarget>,
@@ -320,6 +327,8 @@ pub(crate) struct Slot {
     reachable: Arc<AtomicBool>,
     /// The serial a discovered device was found with (None: configured).
     discovered_serial: Option<String>,
+    /// Busy mark read by the watchdog.
+    pub(crate) progress: Progress,
 }
 
 /// Poll one device until shutdown (or, for a discovered device, until a
@@ -328,7 +337,8 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
     // 3D printers have their own loop (they also store finished jobs).
     let device = slot.target.borrow().clone();
     if device.protocol == crate::config::Protocol::Https3d {
-        return crate::http3d::device_task(device, slot.reachable, shared, shutdown).await;
+        return crate::http3d::device_task(device, slot.reachable, slot.progress, shared, shutdown)
+            .await;
     }
     // Discovered devices are polled at once (they were either just found or
     // loaded from the state file on restart); configured ones are spread.
@@ -359,6 +369,9 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                 Err(_) => return,
             },
         };
+        // Watchdog: busy from here until the records are stored.
+        let busy = slot.progress.enter();
+        crate::watchdog::stall_point(&device.address).await;
         let started = Instant::now();
         let next_poll = tokio::time::Instant::now();
         // An in-flight poll may finish within the grace period after shutdown.
@@ -384,7 +397,7 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                         .insert(snapshot.identity.device_id.clone());
                 }
                 let records = records_of(&shared.origin, &snapshot, &mut tracker);
-                let stored = match encode_records(&shared.kafka, &records) {
+                let stored = match encode_records(&shared.kafka, &shared.privacy, &records) {
                     Ok(batch) => store(&shared.buffer, batch).await,
                     Err(e) => Err(e.into()),
                 };
@@ -420,6 +433,7 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                 }
             }
         }
+        drop(busy);
         let delay = session.next_poll_delay(shared.poll_interval);
         if delay > shared.poll_interval {
             poll_backed_off(&device.address, delay);
@@ -465,7 +479,7 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
             }
         );
         let batch = uuid::Uuid::now_v7().to_string();
-        let stored = match publish::stored(&shared.kafka, &hb, &batch) {
+        let stored = match privacy::stored(&shared.kafka, &shared.privacy, &hb, &batch) {
             Ok(r) => store(&shared.buffer, vec![r]).await,
             Err(e) => Err(e.into()),
         };
@@ -476,55 +490,41 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
     }
 }
 
-/// Spawn every device task and the heartbeat task, then spawn or re-address
-/// tasks for what discovery sends; wait for all after shutdown.
-pub(crate) async fn run_tasks(
-    config: &EdgeConfig,
-    shared: Arc<Shared>,
-    shutdown: Shutdown,
-    mut discovered: Option<mpsc::Receiver<Discovered>>,
-) {
-    let mut tasks = JoinSet::new();
-    for d in &config.devices {
-        shared
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .configured_addresses
-            .insert(normalised(&d.address));
-        let (_tx, rx) = watch::channel(d.clone());
-        let slot = new_slot(&shared, rx, None);
-        tasks.spawn(device_task(slot, shared.clone(), shutdown.clone()));
-    }
-    tasks.spawn(heartbeat_task(
-        shared.clone(),
-        config.heartbeat_interval,
-        shutdown.clone(),
-    ));
-    loop {
-        let next = async {
-            match discovered.as_mut() {
-                Some(rx) => rx.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            d = next => match d {
-                Some(d) => {
-                    if let Some(slot) = adopt(&shared, d) {
-                        tasks.spawn(device_task(slot, shared.clone(), shutdown.clone()));
-                    }
-                }
-                None => discovered = None,
-            },
-            r = tasks.join_next() => match r {
-                None => break,
-                Some(Err(e)) => tracing::error!(error = %e, "an edge task ended abnormally"),
-                Some(Ok(())) => {}
-            },
-        }
-    }
+// --- supervisor hooks (the tasks themselves are run by crate::supervisor) ---
+
+/// A configured device's slot; its address is registered as configured.
+pub(crate) fn configured_slot(shared: &Shared, d: &crate::DeviceTarget) -> Slot {
+    shared
+        .registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .configured_addresses
+        .insert(normalised(&d.address));
+    let (_tx, rx) = watch::channel(d.clone());
+    new_slot(shared, rx, None)
 }
+
+/// A configured device was removed: forget its address and its flag.
+pub(crate) fn forget_configured(shared: &Shared, d: &crate::DeviceTarget, slot: &Slot) {
+    shared
+        .registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .configured_addresses
+        .remove(&normalised(&d.address));
+    shared
+        .reachable
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|f| !Arc::ptr_eq(f, &slot.reachable));
+}
+
+/// The address a slot polls now (for logs).
+pub(crate) fn slot_address(slot: &Slot) -> String {
+    slot.target.borrow().address.clone()
+}
+
+// --- end of supervisor hooks ---
 
 fn new_slot(
     shared: &Shared,
@@ -541,12 +541,13 @@ fn new_slot(
         target,
         reachable,
         discovered_serial,
+        progress: Progress::default(),
     }
 }
 
 /// A discovered device: a new task (returned), a new address for an existing
 /// one, or nothing when a configured entry already polls it.
-fn adopt(shared: &Shared, d: Discovered) -> Option<Slot> {
+pub(crate) fn adopt(shared: &Shared, d: Discovered) -> Option<Slot> {
     let mut reg = shared.registry.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(tx) = reg.discovered.get(&d.serial) {
         tx.send_if_modified(|t| {

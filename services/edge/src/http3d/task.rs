@@ -22,7 +22,7 @@ use super::{map, poll_3d, url_of, Https3dClient, Https3dError, Https3dOptions, S
 use crate::buffer::Class;
 use crate::config::DeviceConfig;
 use crate::poller::{Shared, StoreError};
-use crate::publish;
+use crate::privacy;
 
 /// What `state_file` holds.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,15 +198,16 @@ async fn store_poll(
 ) -> Result<Stored, StoreError> {
     let o = &shared.origin;
     let kafka = &shared.kafka;
+    let policy = &shared.privacy;
     let batch = uuid::Uuid::now_v7().to_string();
     let mut records = vec![
-        publish::stored(kafka, &map::heartbeat(o, s), &batch)?,
-        publish::stored(kafka, &map::status(o, s), &batch)?,
+        privacy::stored(kafka, policy, &map::heartbeat(o, s), &batch)?,
+        privacy::stored(kafka, policy, &map::status(o, s), &batch)?,
     ];
     let due = map::jobs_to_emit(&s.jobs, last);
     for j in &due {
         let record = map::job_record(o, &s.device.device_id, s.polled_at, j);
-        records.push(publish::stored(kafka, &record, &batch)?);
+        records.push(privacy::stored(kafka, policy, &record, &batch)?);
     }
     let outcome = crate::poller::store(&shared.buffer, records).await?;
     let jobs_rejected = outcome
@@ -227,6 +228,7 @@ async fn store_poll(
 pub(crate) async fn device_task(
     device: DeviceConfig,
     reachable: Arc<AtomicBool>,
+    progress: crate::watchdog::Progress,
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) {
@@ -258,6 +260,9 @@ pub(crate) async fn device_task(
                 Err(_) => return,
             },
         };
+        // Watchdog: busy from here until the records are stored.
+        let busy = progress.enter();
+        crate::watchdog::stall_point(&device.address).await;
         let started = Instant::now();
         let grace = async {
             shutdown.cancelled().await;
@@ -296,6 +301,7 @@ pub(crate) async fn device_task(
                 poll_failed(&device.address, &e);
             }
         }
+        drop(busy);
         if shutdown.is_cancelled() {
             return;
         }
