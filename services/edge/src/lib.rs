@@ -75,8 +75,8 @@ pub mod publish;
 pub mod reload;
 pub mod report;
 pub mod snmp;
-pub mod uplink;
 mod supervisor;
+pub mod uplink;
 pub mod watchdog;
 
 #[cfg(test)]

@@ -89,7 +89,8 @@ pub fn decode_v3_unguarded(
     engine_id: &[u8],
 ) -> Result<(i64, DecodedV3), SnmpError> {
     let keys = user.map(|u| u.localize(engine_id));
-    client::decode_v3_inner(raw, keys.as_ref()).map(|(msg_id, _level, reply)| (msg_id, reply.into()))
+    client::decode_v3_inner(raw, keys.as_ref())
+        .map(|(msg_id, _level, reply)| (msg_id, reply.into()))
 }
 
 /// Default UDP port of an SNMP agent.

@@ -63,6 +63,7 @@ fn rig(connector: &str, devices: Vec<DeviceConfig>) -> Rig {
         brokers: cluster.bootstrap_servers(),
         topic_prefix: "h".into(),
         properties: Default::default(),
+        ..Default::default()
     };
     for t in kafka.all_topics() {
         cluster.create_topic(&t, 1, 1).expect("create topic");
