@@ -139,7 +139,11 @@ pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> std::io::Result<Sock
             tokio::spawn(async move {
                 let _permit = permit;
                 let mut buf = vec![0u8; 8192];
-                let n = match tokio::time::timeout(IO_TIMEOUT, sock.read(&mut buf)).await {
+                // A request may arrive in several segments: read until the
+                // end of its head (or 8 KiB), so a slow client is neither
+                // misread nor reset while it still writes.
+                let n = match tokio::time::timeout(IO_TIMEOUT, read_head(&mut sock, &mut buf)).await
+                {
                     Ok(Ok(n)) => n,
                     _ => return,
                 };
@@ -168,6 +172,23 @@ pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> std::io::Result<Sock
     Ok(local)
 }
 
+/// Read into `buf` until it holds `\r\n\r\n`, is full or the peer stops
+/// sending; returns the bytes read.
+async fn read_head(sock: &mut tokio::net::TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let got = sock.read(&mut buf[n..]).await?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +200,24 @@ mod tests {
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_request_in_pieces_is_read_whole() {
+        let shutdown = Shutdown::new();
+        let addr = serve("127.0.0.1:0".parse().unwrap(), shutdown.clone())
+            .await
+            .unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET ").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(b"/healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 200 OK"), "{out:?}");
+        shutdown.cancel();
     }
 
     #[tokio::test]
