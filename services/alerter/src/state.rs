@@ -486,7 +486,7 @@ fn device_evicted(max_devices: usize) {
     static EVICTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = EVICTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     // Under a flood of new device ids, one line per thousand is enough.
-    if n == 1 || n % 1000 == 0 {
+    if n == 1 || n.is_multiple_of(1000) {
         tracing::warn!(
             max_devices,
             evicted_total = n,

@@ -235,7 +235,7 @@ async fn privacy_run(privacy: PrivacyConfig) -> (Vec<Got>, KafkaConfig, Vec<Stri
         },
         agent_device(&agent),
     ];
-    let serials = vec![
+    let serials = [
         p0.serial.clone(),
         p1.serial.clone(),
         "SN-PRIV-1".to_string(),
