@@ -9,7 +9,7 @@
 use apache_avro::types::Value;
 
 use crate::records::Record;
-use crate::schema::RecordType;
+use crate::schema::{writer_schema, RecordType};
 
 /// The two magic bytes that open a single-object encoded message.
 pub const MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -123,14 +123,21 @@ pub fn peek_type(bytes: &[u8]) -> Result<RecordType, CodecError> {
 pub fn decode_value(bytes: &[u8]) -> Result<(RecordType, Value), CodecError> {
     init_limits();
     let record_type = peek_type(bytes)?;
-    let schema = record_type.schema();
+    let reader_schema = record_type.schema();
+    // The current schema, or an older released version that the writer used:
+    // then the datum is read with the writer's schema and resolved to the
+    // current one (added fields take their defaults).
+    let (schema, resolve_to) = match writer_schema(&bytes[2..10]) {
+        Some(w) if !w.is_current => (&w.schema, Some(reader_schema)),
+        _ => (reader_schema, None),
+    };
     // apache-avro turns end-of-input inside a union or boolean into null
     // instead of an error. A one-byte sentinel after the datum makes
     // truncation detectable: a complete datum leaves exactly the sentinel.
     let sentinel = [0u8; 1];
     let mut reader = std::io::Read::chain(&bytes[10..], &sentinel[..]);
     let value =
-        apache_avro::from_avro_datum(schema, &mut reader, None).map_err(|e| CodecError::Datum {
+        apache_avro::from_avro_datum(schema, &mut reader, resolve_to).map_err(|e| CodecError::Datum {
             record_type,
             reason: e.to_string(),
         })?;

@@ -96,13 +96,85 @@ impl RecordType {
         &self.compiled().schema
     }
 
-    /// Find the record type whose fingerprint is `fp`.
+    /// Find the record type whose fingerprint is `fp`: the current schema or
+    /// any released version of it (see [`writer_schema`]).
     pub fn from_fingerprint(fp: &[u8]) -> Option<RecordType> {
         all_compiled()
             .iter()
             .find(|c| c.fingerprint == fp)
             .map(|c| c.record_type)
+            .or_else(|| writer_schema(fp).map(|w| w.record_type))
     }
+
+    /// Every released version of this record type, oldest first.
+    pub fn versions(self) -> impl Iterator<Item = &'static WriterSchema> {
+        released_versions()
+            .iter()
+            .filter(move |w| w.record_type == self)
+    }
+}
+
+/// A released version of a record type's schema, as a writer may have used it.
+///
+/// Records on Kafka, in Firehose objects and in edge buffers outlive the binary
+/// that wrote them. The reader keeps every released version
+/// (`schemas/history/<type>/v<N>.avsc`), finds the writer's by the fingerprint
+/// in the message, and resolves the datum to the current schema, so an old
+/// edge and a new processor (or a replay of old data) agree on one table
+/// layout: fields added since are filled with their defaults.
+#[derive(Debug)]
+pub struct WriterSchema {
+    /// The record type.
+    pub record_type: RecordType,
+    /// `N` of `v<N>.avsc`.
+    pub version: u32,
+    /// The parsed schema.
+    pub schema: Schema,
+    /// CRC-64-AVRO fingerprint, as in single-object encoding.
+    pub fingerprint: [u8; 8],
+    /// Whether this version is the current `schemas/<type>.avsc`.
+    pub is_current: bool,
+}
+
+mod history {
+    include!(concat!(env!("OUT_DIR"), "/schema_history.rs"));
+}
+
+/// Every released schema version, in (record type, version) order.
+pub fn released_versions() -> &'static [WriterSchema] {
+    static VERSIONS: OnceLock<Vec<WriterSchema>> = OnceLock::new();
+    VERSIONS.get_or_init(|| {
+        let mut out: Vec<WriterSchema> = history::HISTORY
+            .iter()
+            .filter_map(|&(name, version, source)| {
+                // Like the current schemas, the history is part of the binary
+                // and checked by `tests/schema_compat.rs`; a bad file there is
+                // a build defect.
+                let record_type = RecordType::from_name(name)?;
+                let schema = Schema::parse_str(source).unwrap_or_else(|e| {
+                    panic!("schemas/history/{name}/v{version}.avsc is invalid: {e}")
+                });
+                let fp = fingerprint(&schema);
+                let mut fingerprint = [0u8; 8];
+                fingerprint.copy_from_slice(&fp.bytes[..8]);
+                let is_current = record_type.compiled().fingerprint == fingerprint;
+                Some(WriterSchema {
+                    record_type,
+                    version,
+                    schema,
+                    fingerprint,
+                    is_current,
+                })
+            })
+            .collect();
+        out.sort_by_key(|w| (w.record_type, w.version));
+        out
+    })
+}
+
+/// The released schema version whose fingerprint is `fp`.
+pub fn writer_schema(fp: &[u8]) -> Option<&'static WriterSchema> {
+    released_versions().iter().find(|w| w.fingerprint == fp)
 }
 
 impl std::fmt::Display for RecordType {
