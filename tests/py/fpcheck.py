@@ -314,6 +314,34 @@ def cmd_decode_files(a):
     print(json.dumps(out, default=str))
 
 
+def cmd_firehose(a):
+    """Every envelope line Firehose delivered under s3://bucket/prefix (boto3),
+    its payload decoded with fastavro; the event ids of valid records."""
+    import base64
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=a.endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    ids, objects, lines, bad = [], 0, 0, 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=a.bucket, Prefix=a.prefix):
+        for o in page.get("Contents", []):
+            objects += 1
+            body = s3.get_object(Bucket=a.bucket, Key=o["Key"])["Body"].read()
+            for line in body.split(b"\n"):
+                if not line.strip():
+                    continue
+                lines += 1
+                try:
+                    env = json.loads(line)
+                    _, rec = decode(base64.b64decode(env["payload"]))
+                    ids.append(str(rec["event_id"]))
+                except Exception:
+                    bad += 1
+    with open(a.ids_out, "w") as f:
+        json.dump(ids, f)
+    print(json.dumps({"objects": objects, "lines": lines, "count": len(ids),
+                      "distinct": len(set(ids)), "undecodable": bad}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -341,6 +369,12 @@ def main():
     i.set_defaults(f=cmd_inject)
     st = sub.add_parser("selftest")
     st.set_defaults(f=cmd_selftest)
+    fh = sub.add_parser("firehose")
+    fh.add_argument("--endpoint", required=True)
+    fh.add_argument("--bucket", required=True)
+    fh.add_argument("--prefix", required=True)
+    fh.add_argument("--ids-out", required=True)
+    fh.set_defaults(f=cmd_firehose)
     d = sub.add_parser("decode-files")
     d.add_argument("dir")
     d.set_defaults(f=cmd_decode_files)

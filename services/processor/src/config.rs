@@ -57,6 +57,9 @@ pub struct ProcessorConfig {
     pub include_alerts: bool,
     /// Serve `/healthz` and `/metrics` here when set.
     pub metrics_addr: Option<SocketAddr>,
+    /// Also read the S3 objects an edge → Firehose delivery stream writes
+    /// (`[firehose]`; absent: Kafka only).
+    pub firehose: Option<crate::firehose::FirehoseSourceConfig>,
 }
 
 impl Default for ProcessorConfig {
@@ -74,6 +77,7 @@ impl Default for ProcessorConfig {
             signature_window: Duration::from_secs(300),
             include_alerts: false,
             metrics_addr: None,
+            firehose: None,
         }
     }
 }
@@ -137,6 +141,9 @@ impl Validate for ProcessorConfig {
                 "must be at most 24h: the replay memory holds every sequence number \
                  signed within 3 x this span",
             ));
+        }
+        if let Some(fh) = &self.firehose {
+            fh.check()?;
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must not be empty"));

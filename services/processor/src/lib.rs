@@ -42,6 +42,7 @@ use fleetpulse_core::{telemetry, Shutdown};
 pub mod arrow_schema;
 pub mod config;
 mod consumer;
+pub mod firehose;
 pub mod lake;
 pub mod privacy;
 pub mod replay;
@@ -86,6 +87,9 @@ pub enum ProcessorError {
     /// The metrics endpoint could not listen.
     #[error("metrics endpoint: {0}")]
     Metrics(std::io::Error),
+    /// The Firehose source could not read its bucket or checkpoint.
+    #[error("firehose source: {0}")]
+    Firehose(#[from] firehose::FirehoseError),
     /// A background task failed.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -99,6 +103,7 @@ impl ProcessorError {
             ProcessorError::Kafka { .. } | ProcessorError::DeadLetter(_) => true,
             ProcessorError::Lake(e) => e.is_retriable(),
             ProcessorError::Metrics(_) => false,
+            ProcessorError::Firehose(e) => e.is_retriable(),
             ProcessorError::Task(_) => true,
         }
     }
@@ -144,7 +149,44 @@ pub(crate) async fn run_with_stats(
             .await
             .map_err(ProcessorError::Metrics)?;
     }
-    consumer::Pipeline::start(&config, verifier, Arc::new(transformer), lake, stats)?
-        .run(shutdown)
-        .await
+    let transformer = Arc::new(transformer);
+    let firehose = match &config.firehose {
+        Some(fh) => Some(
+            firehose::FirehoseSource::new(
+                fh.clone(),
+                config.kafka.clone(),
+                verifier.clone(),
+                config.signature_window,
+                transformer.clone(),
+                lake.clone(),
+                config.lake_dir.join("_state"),
+                stats.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let pipeline = consumer::Pipeline::start(&config, verifier, transformer, lake, stats)?;
+    match firehose {
+        // Both sources end together: either failing stops the other.
+        Some(fh) => {
+            let stop = shutdown.child_token();
+            let guard = stop.clone().drop_guard();
+            let (a, b) = tokio::join!(
+                async {
+                    let r = pipeline.run(stop.clone()).await;
+                    stop.cancel();
+                    r
+                },
+                async {
+                    let r = fh.run(stop.clone()).await;
+                    stop.cancel();
+                    r
+                }
+            );
+            drop(guard);
+            a.and(b)
+        }
+        None => pipeline.run(shutdown).await,
+    }
 }

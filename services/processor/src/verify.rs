@@ -75,6 +75,9 @@ pub enum TimeSource {
     CreateTime,
     /// The broker's LogAppendTime.
     LogAppendTime,
+    /// The LastModified time of the S3 object Firehose delivered the record
+    /// in (the window is widened by `firehose.delivery_allowance`).
+    ObjectStore,
     /// The processor's clock (the message had no timestamp, or one later
     /// than the processor's clock).
     ProcessorClock,
@@ -113,6 +116,7 @@ impl ReferenceTime {
             TimeSource::CreateTime => "Kafka CreateTime",
             TimeSource::LogAppendTime => "Kafka LogAppendTime",
             TimeSource::ProcessorClock => "processor clock",
+            TimeSource::ObjectStore => "S3 object LastModified",
         }
     }
 }
