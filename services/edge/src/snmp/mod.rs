@@ -18,6 +18,7 @@ mod hostile_tests;
 #[cfg(test)]
 pub(crate) mod netsnmp_tests;
 mod session;
+pub mod redact;
 pub mod usm;
 mod walk;
 
