@@ -27,7 +27,7 @@ tansu must advertise this front's address (`--advertised-listener-url`),
 so that every broker connection of the client goes through it.
 
     scram_front.py --listen 127.0.0.1:19093 --upstream 127.0.0.1:19094 \
-        --user fleetpulse-edge:PASSWORD [--user ...] [--iterations 4096]
+        --user fleetpulse-edge:@/path/to/password [--user name:password ...]
 
 One log line per authentication outcome on stderr (user, mechanism,
 result), never a password.
@@ -289,13 +289,20 @@ async def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--listen", required=True, type=hostport)
     p.add_argument("--upstream", required=True, type=hostport)
-    p.add_argument("--user", action="append", required=True, help="name:password")
+    p.add_argument("--user", action="append", required=True,
+                   help="name:password, or name:@file to read the password from a file")
     p.add_argument("--iterations", type=int, default=4096)
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
                         format="%(asctime)s scram_front %(message)s", stream=sys.stderr)
-    users = dict(u.split(":", 1) for u in a.user)
+    users = {}
+    for u in a.user:
+        name, _, pw = u.partition(":")
+        if pw.startswith("@"):  # password in a file, off the command line
+            with open(pw[1:]) as f:
+                pw = f.read().strip()
+        users[name] = pw
     front = Front(a.upstream, users, a.iterations)
     srv = await asyncio.start_server(front.handle, *a.listen)
     log.info("listening on %s:%d, forwarding to %s:%d, users %s",

@@ -240,8 +240,11 @@ struct AuthState {
 impl AuthWatch {
     fn refused(&self, reason: &str) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // librdkafka appends "(after Nms in state …, N identical error(s)
+        // suppressed)": the same refusal, not a new one.
+        let cause = |r: &str| r.split(" (after ").next().unwrap_or_default().to_string();
         let due = s.logged_at.is_none_or(|t| t.elapsed() >= AUTH_LOG_EVERY)
-            || s.last.as_deref() != Some(reason);
+            || s.last.as_deref().map(cause) != Some(cause(reason));
         s.last = Some(reason.to_string());
         s.unlogged += 1;
         if due {
