@@ -43,7 +43,10 @@ fn hostile_response() -> Vec<u8> {
     let vb = |oid: &[u8], v: Vec<u8>| tlv(0x30, &[tlv(0x06, oid), v].concat());
     let varbinds = [
         vb(&[0x2b, 6, 1, 2, 1, 1, 5, 0], tlv(0x04, SYS_NAME.as_bytes())),
-        vb(&[0x2b, 6, 1, 2, 1, 1, 4, 0], tlv(0x04, SYS_CONTACT.as_bytes())),
+        vb(
+            &[0x2b, 6, 1, 2, 1, 1, 4, 0],
+            tlv(0x04, SYS_CONTACT.as_bytes()),
+        ),
         vb(
             &[0x2b, 6, 1, 2, 1, 43, 10, 2, 1, 4, 1, 1],
             tlv(0x41, &[0x00, 0x98, 0x96, 0x7f]),
@@ -66,6 +69,9 @@ fn hostile_response() -> Vec<u8> {
     );
     full[..full.len() - 2].to_vec()
 }
+
+/// Header (name, value) pairs.
+type Headers8 = Vec<(String, Vec<u8>)>;
 
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
@@ -107,7 +113,10 @@ async fn dead_letters_carry_no_community_and_no_device_strings() {
     for t in kafka.all_topics() {
         cluster.create_topic(&t, 1, 1).expect("create topic");
     }
-    std::env::set_var("FP_DLQ_REDACTION_SECRET", "a-dlq-redaction-test-secret-0123");
+    std::env::set_var(
+        "FP_DLQ_REDACTION_SECRET",
+        "a-dlq-redaction-test-secret-0123",
+    );
     let buffer_dir = tempfile::tempdir().unwrap();
     let config = EdgeConfig {
         buffer: fleetpulse_edge::BufferConfig {
@@ -140,7 +149,7 @@ async fn dead_letters_carry_no_community_and_no_device_strings() {
         .unwrap();
     consumer.subscribe(&[&kafka.dlq_topic()]).unwrap();
     // (key, headers, payload) of each dead letter, as read from the topic.
-    let mut got: Vec<(Vec<u8>, Vec<(String, Vec<u8>)>, Vec<u8>)> = Vec::new();
+    let mut got: Vec<(Vec<u8>, Headers8, Vec<u8>)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(40);
     while got.len() < 2 && Instant::now() < deadline {
         let m = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
@@ -183,7 +192,10 @@ async fn dead_letters_carry_no_community_and_no_device_strings() {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
         };
-        assert_eq!(header(dlq_headers::ERROR_CLASS).as_deref(), Some("snmp_decode"));
+        assert_eq!(
+            header(dlq_headers::ERROR_CLASS).as_deref(),
+            Some("snmp_decode")
+        );
         assert!(header(dlq_headers::REASON).is_some_and(|r| !r.is_empty()));
         // What helps debugging is still there.
         let doc: serde_json::Value = serde_json::from_slice(payload).expect("JSON payload");
@@ -198,8 +210,14 @@ async fn dead_letters_carry_no_community_and_no_device_strings() {
             dump.contains(&format!("<community redacted, {} bytes>", COMMUNITY.len())),
             "{dump}"
         );
-        assert!(dump.contains(&format!("<redacted {} bytes>", SYS_NAME.len())), "{dump}");
-        assert!(dump.contains("2b 06 01 02 01 01 05 00"), "OIDs are shown: {dump}");
+        assert!(
+            dump.contains(&format!("<redacted {} bytes>", SYS_NAME.len())),
+            "{dump}"
+        );
+        assert!(
+            dump.contains("2b 06 01 02 01 01 05 00"),
+            "OIDs are shown: {dump}"
+        );
     }
     // Nor did the datagram reach the disk.
     let mut files = Vec::new();

@@ -114,7 +114,11 @@ async fn create_topic(kafka: &KafkaConfig) {
 /// Buffer `n` usage-counter records, forward them through the Kafka uplink
 /// for at most `wait`; returns their event ids, what is left in the buffer
 /// and the publisher's authentication failure.
-async fn deliver(kafka: &KafkaConfig, n: usize, wait: Duration) -> (Vec<String>, u64, Option<String>) {
+async fn deliver(
+    kafka: &KafkaConfig,
+    n: usize,
+    wait: Duration,
+) -> (Vec<String>, u64, Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let buffer = Buffer::open(BufferConfig {
         dir: dir.path().to_path_buf(),
@@ -213,7 +217,10 @@ async fn kafka_uplink_authenticates_with_scram_and_names_a_refusal() {
     std::env::set_var(WRONG_PW_VAR, format!("{}-but-wrong", peer.password));
 
     // 1. The right password, both SCRAM mechanisms: delivered, read back.
-    for (mechanism, n) in [(SaslMechanism::ScramSha512, 20), (SaslMechanism::ScramSha256, 5)] {
+    for (mechanism, n) in [
+        (SaslMechanism::ScramSha512, 20),
+        (SaslMechanism::ScramSha256, 5),
+    ] {
         let prefix = unique("scram");
         let good = kafka(&peer, &prefix, mechanism, "FP_SCRAM_TEST_PASSWORD");
         assert_eq!(
@@ -225,19 +232,33 @@ async fn kafka_uplink_authenticates_with_scram_and_names_a_refusal() {
         assert_eq!(left, 0, "{}: every record acknowledged", mechanism.name());
         assert_eq!(auth, None);
         let peer_ref = &peer;
-        let mut got = tokio::task::block_in_place(|| read_back(peer_ref, &prefix, mechanism.name()));
+        let mut got =
+            tokio::task::block_in_place(|| read_back(peer_ref, &prefix, mechanism.name()));
         sent.sort();
         got.sort();
-        assert_eq!(got, sent, "{}: the records in tansu, by event id", mechanism.name());
+        assert_eq!(
+            got,
+            sent,
+            "{}: the records in tansu, by event id",
+            mechanism.name()
+        );
     }
 
     // 2. A wrong password: refused, nothing delivered, the cause named.
     let prefix = unique("scramwrong");
     let wrong = kafka(&peer, &prefix, SaslMechanism::ScramSha512, WRONG_PW_VAR);
-    let good = kafka(&peer, &prefix, SaslMechanism::ScramSha512, "FP_SCRAM_TEST_PASSWORD");
+    let good = kafka(
+        &peer,
+        &prefix,
+        SaslMechanism::ScramSha512,
+        "FP_SCRAM_TEST_PASSWORD",
+    );
     create_topic(&good).await;
     let (_, left, auth) = deliver(&wrong, 5, Duration::from_secs(6)).await;
-    assert_eq!(left, 5, "refused credentials: every record stays in the buffer");
+    assert_eq!(
+        left, 5,
+        "refused credentials: every record stays in the buffer"
+    );
     let auth = auth.expect("the publisher reports the authentication failure");
     assert!(
         auth.contains("SASL authentication error") && auth.contains("invalid credentials"),

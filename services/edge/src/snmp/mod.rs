@@ -17,8 +17,8 @@ mod credentials;
 mod hostile_tests;
 #[cfg(test)]
 pub(crate) mod netsnmp_tests;
-mod session;
 pub mod redact;
+mod session;
 pub mod usm;
 mod walk;
 

@@ -387,7 +387,11 @@ mod tests {
     fn assert_clean(r: &RedactedDatagram) {
         let json = serde_json::to_vec(r).unwrap();
         for secret in [COMMUNITY, SYSNAME, &COMMUNITY[..6], &SYSNAME[..8]] {
-            assert!(!contains(&json, secret), "{}", String::from_utf8_lossy(&json));
+            assert!(
+                !contains(&json, secret),
+                "{}",
+                String::from_utf8_lossy(&json)
+            );
             // Not as hex either.
             let hex = secret
                 .iter()
@@ -411,7 +415,11 @@ mod tests {
         assert_eq!(r.stopped_at, None);
         assert_eq!(r.redacted_bytes, COMMUNITY.len() + SYSNAME.len());
         assert!(r.dump.starts_with("30 "), "{}", r.dump);
-        assert!(r.dump.contains("<community redacted, 16 bytes>"), "{}", r.dump);
+        assert!(
+            r.dump.contains("<community redacted, 16 bytes>"),
+            "{}",
+            r.dump
+        );
         assert!(r.dump.contains("<redacted 17 bytes>"), "{}", r.dump);
         // The OIDs and the counter value are shown.
         assert!(r.dump.contains("2b 06 01 02 01 01 05 00"), "{}", r.dump);
@@ -430,15 +438,27 @@ mod tests {
                 for w in s.windows(3) {
                     assert!(!contains(&json, w), "cut {cut}: {}", r.dump);
                     let hex = format!("{:02x} {:02x} {:02x}", w[0], w[1], w[2]);
-                    assert!(!contains(r.dump.as_bytes(), hex.as_bytes()), "cut {cut}: {}", r.dump);
+                    assert!(
+                        !contains(r.dump.as_bytes(), hex.as_bytes()),
+                        "cut {cut}: {}",
+                        r.dump
+                    );
                 }
             }
             assert!(r.stopped_at.is_some(), "cut {cut} must be reported");
         }
         // Cut inside sysName: the tail is counted as truncated, not shown.
-        let at = raw.windows(SYSNAME.len()).position(|w| w == SYSNAME).unwrap() + 5;
+        let at = raw
+            .windows(SYSNAME.len())
+            .position(|w| w == SYSNAME)
+            .unwrap()
+            + 5;
         let r = redact(&raw[..at]);
-        assert!(r.dump.contains("<truncated value, redacted 5 bytes>"), "{}", r.dump);
+        assert!(
+            r.dump.contains("<truncated value, redacted 5 bytes>"),
+            "{}",
+            r.dump
+        );
         assert_eq!(r.request_id, Some(0x1234));
     }
 
