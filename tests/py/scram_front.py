@@ -259,7 +259,9 @@ class Front:
             log.info("client %s authenticated with %s as %r", peer, mech, user_of(server))
             return True, final
         except (ScramException, KeyError, UnicodeDecodeError, ValueError) as e:
-            what = "unknown user" if isinstance(e, KeyError) else "invalid credentials"
+            # scramp reports a failed user lookup as "auth_fn exception".
+            unknown = isinstance(e, KeyError) or "auth_fn" in str(e)
+            what = "unknown user" if unknown else "invalid credentials"
             log.info("client %s failed %s authentication (%s)", peer, mech, what)
             return False, None
 
