@@ -282,16 +282,19 @@ fn kafka_auth_failed(reason: &str, attempts: u64) {
 }
 
 /// librdkafka callbacks of the Kafka uplink: authentication failures go to
-/// an [`AuthWatch`]; other client errors are logged as warnings (librdkafka
-/// recovers from them by itself).
+/// an [`AuthWatch`], fatal errors are logged as errors, other client errors
+/// as warnings (librdkafka recovers from them by itself).
 struct UplinkContext {
     auth: Arc<AuthWatch>,
 }
 
 impl ClientContext for UplinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::Authentication) {
             self.auth.refused(reason);
+        } else if code == Some(RDKafkaErrorCode::Fatal) {
+            tracing::error!(error = %error, reason, "Kafka producer fatal error: the producer must be recreated (restart the connector); records stay in the buffer");
         } else {
             tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries)");
         }
