@@ -62,9 +62,15 @@ def encode(name, rec):
     raise KeyError(name)
 
 
+# Extra librdkafka properties (`--kafka-prop k=v`, e.g. SASL settings),
+# applied to every client made here.
+KAFKA_PROPS = {}
+
+
 def consume_all(brokers, topics, idle=6.0, limit=180.0):
     """Every message on `topics` from the beginning, until `idle` seconds pass without one."""
     c = Consumer({
+        **KAFKA_PROPS,
         "bootstrap.servers": brokers,
         "group.id": "fpcheck-" + uuid.uuid4().hex,
         "auto.offset.reset": "earliest",
@@ -263,7 +269,7 @@ def cmd_inject(a):
         if err is None:
             delivered.append(f"{msg.topic()}:{msg.partition()}:{msg.offset()}")
 
-    p = Producer({"bootstrap.servers": a.brokers})
+    p = Producer({**KAFKA_PROPS, "bootstrap.servers": a.brokers})
     ts = int(time.time() * 1000)
     # 1. A status record whose signature does not match (one hex digit changed).
     st = sample[status_topic]
@@ -344,6 +350,8 @@ def cmd_firehose(a):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--kafka-prop", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra librdkafka property for every Kafka client (repeatable)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("raw")
     r.add_argument("--brokers", required=True)
@@ -379,6 +387,7 @@ def main():
     d.add_argument("dir")
     d.set_defaults(f=cmd_decode_files)
     a = ap.parse_args()
+    KAFKA_PROPS.update(kv.split("=", 1) for kv in a.kafka_prop)
     a.f(a)
 
 

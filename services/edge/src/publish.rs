@@ -28,7 +28,7 @@
 //!   Live traffic shares the cap; it must be above the fleet's steady rate.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse_core::kafka::{dlq_headers, KafkaConfig, TlsDefault};
@@ -41,7 +41,8 @@ use fleetpulse_core::{codec, now_millis, Shutdown};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
-use rdkafka::error::KafkaError;
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
@@ -49,7 +50,7 @@ use rdkafka::ClientConfig;
 use crate::buffer::{Buffer, Class, StoredRecord};
 use crate::uplink::{FirehoseError, FirehoseUplink};
 
-/// Largest raw SNMP response copied to the dead-letter topic.
+/// Largest SNMP response summarised for the dead-letter topic (the rest is ignored).
 pub const DLQ_PAYLOAD_MAX: usize = 64 * 1024;
 
 /// How long the producer may take to deliver what is in flight at shutdown.
@@ -108,6 +109,14 @@ pub fn stored<R: Record>(
 }
 
 /// A dead-letter record for an SNMP response that did not decode.
+///
+/// The payload is not the datagram: a v1/v2c datagram carries the community
+/// in clear and a response any string the edge asked for (sysName,
+/// sysContact…). It is the JSON summary of
+/// [`crate::snmp::redact::redact`] (length, version, PDU type, request-id,
+/// where the BER broke, a hex dump with every string value replaced by
+/// `<redacted N bytes>`), and the reason is cleaned the same way. The raw
+/// datagram is never written to the buffer either.
 pub fn dead_letter(
     kafka: &KafkaConfig,
     address: &str,
@@ -115,7 +124,9 @@ pub fn dead_letter(
     raw: &[u8],
     batch: &str,
 ) -> StoredRecord {
-    let payload = raw[..raw.len().min(DLQ_PAYLOAD_MAX)].to_vec();
+    let raw = &raw[..raw.len().min(DLQ_PAYLOAD_MAX)];
+    let payload = crate::snmp::redact::redacted_payload(raw);
+    let reason = crate::snmp::redact::redact_reason(reason, raw);
     let headers = vec![
         (
             dlq_headers::ERROR_CLASS.to_string(),
@@ -201,12 +212,102 @@ impl Signer {
     }
 }
 
+/// How often a persisting Kafka authentication failure is logged again.
+const AUTH_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What the Kafka uplink knows about broker authentication.
+///
+/// librdkafka retries a refused SASL login forever and, with
+/// `message.timeout.ms = 0`, no delivery ever fails: records just stay in
+/// the buffer. Without this, a wrong password would only show as
+/// librdkafka's own log lines. Here the failure is named together with the
+/// keys to check, counted, and kept until a delivery succeeds.
+#[derive(Debug, Default)]
+struct AuthWatch {
+    state: Mutex<AuthState>,
+}
+
+#[derive(Debug, Default)]
+struct AuthState {
+    /// librdkafka's account of the last refusal, while unresolved.
+    last: Option<String>,
+    /// When it was last logged.
+    logged_at: Option<Instant>,
+    /// Refusals since then.
+    unlogged: u64,
+}
+
+impl AuthWatch {
+    fn refused(&self, reason: &str) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // librdkafka appends "(after Nms in state …, N identical error(s)
+        // suppressed)": the same refusal, not a new one.
+        let cause = |r: &str| r.split(" (after ").next().unwrap_or_default().to_string();
+        let due = s.logged_at.is_none_or(|t| t.elapsed() >= AUTH_LOG_EVERY)
+            || s.last.as_deref().map(cause) != Some(cause(reason));
+        s.last = Some(reason.to_string());
+        s.unlogged += 1;
+        if due {
+            kafka_auth_failed(reason, s.unlogged);
+            s.logged_at = Some(Instant::now());
+            s.unlogged = 0;
+        }
+        metrics::counter!("fleetpulse_edge_kafka_auth_failures_total").increment(1);
+    }
+
+    fn delivered(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.last.take().is_some() {
+            tracing::info!("Kafka authentication succeeded again; the buffer drains");
+            s.logged_at = None;
+            s.unlogged = 0;
+        }
+    }
+
+    fn last(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last
+            .clone()
+    }
+}
+
+fn kafka_auth_failed(reason: &str, attempts: u64) {
+    tracing::error!(
+        reason,
+        attempts,
+        "Kafka authentication failed: the brokers refused our SASL credentials; check kafka.sasl.username, kafka.sasl.password and kafka.sasl.mechanism (and the user's SCRAM credentials on the brokers). Nothing is delivered; records stay in the buffer and are sent once authentication succeeds"
+    );
+}
+
+/// librdkafka callbacks of the Kafka uplink: authentication failures go to
+/// an [`AuthWatch`], fatal errors are logged as errors, other client errors
+/// as warnings (librdkafka recovers from them by itself).
+struct UplinkContext {
+    auth: Arc<AuthWatch>,
+}
+
+impl ClientContext for UplinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::Authentication) {
+            self.auth.refused(reason);
+        } else if code == Some(RDKafkaErrorCode::Fatal) {
+            tracing::error!(error = %error, reason, "Kafka producer fatal error: the producer must be recreated (restart the connector); records stay in the buffer");
+        } else {
+            tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries)");
+        }
+    }
+}
+
 /// A signing Kafka producer for one connector.
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: FutureProducer<UplinkContext>,
     kafka: KafkaConfig,
     signer: Arc<Signer>,
     compression: &'static str,
+    auth: Arc<AuthWatch>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -252,15 +353,17 @@ impl Publisher {
         kafka: &KafkaConfig,
         signer: Arc<Signer>,
     ) -> Result<Arc<Publisher>, PublishError> {
+        let auth = Arc::new(AuthWatch::default());
+        let context = || UplinkContext { auth: auth.clone() };
         let (producer, compression) = match producer_config(kafka, "zstd")?
-            .create::<FutureProducer>()
+            .create_with_context::<_, FutureProducer<UplinkContext>>(context())
         {
             Ok(p) => (p, "zstd"),
             Err(e) => {
                 tracing::info!(error = %e, "zstd unavailable in this librdkafka build, using lz4");
                 (
                     producer_config(kafka, "lz4")?
-                        .create::<FutureProducer>()
+                        .create_with_context::<_, FutureProducer<UplinkContext>>(context())
                         .map_err(PublishError::Create)?,
                     "lz4",
                 )
@@ -271,7 +374,16 @@ impl Publisher {
             kafka: kafka.clone(),
             signer,
             compression,
+            auth,
         }))
+    }
+
+    /// librdkafka's account of the last authentication refusal by the
+    /// brokers (e.g. "SASL authentication error: Authentication failed …"),
+    /// while no record has been delivered since; `None` when authentication
+    /// works or was never refused.
+    pub fn auth_failure(&self) -> Option<String> {
+        self.auth.last()
     }
 
     /// The compression codec in use.
@@ -513,11 +625,15 @@ pub async fn forward(buffer: Arc<Buffer>, uplink: Uplink, shutdown: Shutdown) {
                 match publisher.send(&r) {
                     Ok(fut) => {
                         let (seq, class) = (r.seq, r.class);
+                        let auth = publisher.auth.clone();
                         inflight_records += 1;
                         inflight.push(
                             fut.map(move |d| {
                                 let r = match d {
-                                    Ok(Ok(_)) => Ok(()),
+                                    Ok(Ok(_)) => {
+                                        auth.delivered();
+                                        Ok(())
+                                    }
                                     Ok(Err((e, _))) => Err(e.into()),
                                     Err(_) => Err(KafkaError::Canceled.into()),
                                 };

@@ -17,6 +17,7 @@ mod credentials;
 mod hostile_tests;
 #[cfg(test)]
 pub(crate) mod netsnmp_tests;
+pub mod redact;
 mod session;
 pub mod usm;
 mod walk;
