@@ -377,6 +377,9 @@ pub mod dlq_headers {
     pub const ORIGINAL_OFFSET: &str = "fp-original-offset";
     /// Service that rejected it.
     pub const STAGE: &str = "fp-stage";
+    /// Set when the key and payload are sealed (processor dead letters): the
+    /// id of the DLQ key that opens them. Absent: key and payload as read.
+    pub const SEALED: &str = "fp-sealed";
 }
 
 #[cfg(test)]

@@ -60,6 +60,12 @@ pub struct ProcessorConfig {
     /// Also read the S3 objects an edge → Firehose delivery stream writes
     /// (`[firehose]`; absent: Kafka only).
     pub firehose: Option<crate::firehose::FirehoseSourceConfig>,
+    /// Secret spec of the key that seals dead letters (payload encrypted,
+    /// message key pseudonymised; see `seal`). Unset: derived from
+    /// `pseudonym_key`, with a warning.
+    pub dlq_key: Option<String>,
+    /// Id of `dlq_key`, in each sealed dead letter's `fp-sealed` header.
+    pub dlq_key_id: String,
 }
 
 impl Default for ProcessorConfig {
@@ -78,6 +84,8 @@ impl Default for ProcessorConfig {
             include_alerts: false,
             metrics_addr: None,
             firehose: None,
+            dlq_key: None,
+            dlq_key_id: "dlq-v1".into(),
         }
     }
 }
@@ -140,6 +148,15 @@ impl Validate for ProcessorConfig {
                 "signature_window",
                 "must be at most 24h: the replay memory holds every sequence number \
                  signed within 3 x this span",
+            ));
+        }
+        if self.dlq_key_id.trim().is_empty() {
+            return Err(invalid("dlq_key_id", "must not be empty"));
+        }
+        if self.dlq_key.is_some() && self.dlq_key == self.pseudonym_key {
+            return Err(invalid(
+                "dlq_key",
+                "must differ from pseudonym_key: each purpose has its own key",
             ));
         }
         if let Some(fh) = &self.firehose {

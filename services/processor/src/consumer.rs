@@ -144,6 +144,8 @@ pub(crate) struct Pipeline {
     signature_window: Duration,
     lake_dir: PathBuf,
     last_seq_save: Instant,
+    /// Seals dead letters (they are raw records: serials, MACs, IPs).
+    sealer: crate::seal::DlqSealer,
 }
 
 /// The topics the processor reads.
@@ -216,6 +218,7 @@ impl Pipeline {
             .subscribe(&topic_refs)
             .map_err(kafka_err("subscribe"))?;
         tracing::info!(topics = ?topics, group = %config.group_id, lake = %lake.dir().display(), "processor consuming");
+        let sealer = crate::seal::from_config(config)?;
         let mut seqs = SeqWindow::new(config.signature_window);
         for e in seqs.load(lake.dir()) {
             seq_state_failed("load", &e.to_string());
@@ -240,6 +243,7 @@ impl Pipeline {
             signature_window: config.signature_window,
             lake_dir: config.lake_dir.clone(),
             last_seq_save: Instant::now(),
+            sealer,
         })
     }
 
@@ -622,21 +626,24 @@ impl Pipeline {
             (dlq_headers::ORIGINAL_PARTITION, partition.as_str()),
             (dlq_headers::ORIGINAL_OFFSET, offset.as_str()),
             (dlq_headers::STAGE, "processor"),
+            (dlq_headers::SEALED, self.sealer.key_id()),
         ] {
             headers = headers.insert(Header {
                 key: k,
                 value: Some(v),
             });
         }
+        let key = m.key().map(|k| self.sealer.message_key(k));
+        let payload = m.payload().map(|p| self.sealer.seal(p));
         let mut attempt = 0u32;
         loop {
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.dlq_topic).headers(headers.clone());
-            if let Some(k) = m.key() {
-                record = record.key(k);
+            if let Some(k) = &key {
+                record = record.key(k.as_slice());
             }
-            if let Some(p) = m.payload() {
-                record = record.payload(p);
+            if let Some(p) = &payload {
+                record = record.payload(p.as_slice());
             }
             match self.producer.send(record, Timeout::Never).await {
                 Ok(_) => break,

@@ -46,6 +46,7 @@ pub mod firehose;
 pub mod lake;
 pub mod privacy;
 pub mod replay;
+pub mod seal;
 pub mod verify;
 
 #[cfg(test)]
@@ -161,6 +162,7 @@ pub(crate) async fn run_with_stats(
                 lake.clone(),
                 config.lake_dir.join("_state"),
                 stats.clone(),
+                seal::from_config(&config)?,
             )
             .await?,
         ),

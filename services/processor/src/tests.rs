@@ -619,8 +619,16 @@ async fn bad_input_goes_to_the_dead_letter_topic() {
         );
         assert_eq!(hdr[dlq_headers::STAGE], "processor");
         assert!(!hdr[dlq_headers::REASON].is_empty());
-        assert_eq!(k, &s.key);
-        assert_eq!(payload, &s.payload, "{class}: original payload kept");
+        // Sealed: the key is a pseudonym, the payload opens with the DLQ key.
+        let sealer = crate::seal::from_config(&h.config()).expect("sealer");
+        assert_eq!(hdr[dlq_headers::SEALED], sealer.key_id());
+        assert_eq!(k, &sealer.message_key(&s.key));
+        assert_ne!(payload, &s.payload, "{class}: payload is sealed");
+        assert_eq!(
+            sealer.open(payload).expect("opens"),
+            s.payload,
+            "{class}: original payload kept inside the seal"
+        );
     }
 
     // Only the two good records landed.

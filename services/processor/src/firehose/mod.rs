@@ -157,6 +157,7 @@ pub(crate) struct FirehoseSource {
     checkpoint: checkpoint::Checkpoint,
     checkpoint_path: PathBuf,
     stats: Arc<Stats>,
+    sealer: crate::seal::DlqSealer,
 }
 
 /// What reading one object did.
@@ -180,6 +181,7 @@ impl FirehoseSource {
         lake: LakeWriter,
         state_dir: PathBuf,
         stats: Arc<Stats>,
+        sealer: crate::seal::DlqSealer,
     ) -> Result<FirehoseSource, ProcessorError> {
         config.check()?;
         let client = s3_client(&config).await?;
@@ -223,6 +225,7 @@ impl FirehoseSource {
             checkpoint,
             checkpoint_path,
             stats,
+            sealer,
         })
     }
 
@@ -497,20 +500,21 @@ impl FirehoseSource {
             (dlq_headers::ORIGINAL_PARTITION, "-1"),
             (dlq_headers::ORIGINAL_OFFSET, line_text.as_str()),
             (dlq_headers::STAGE, "processor-firehose"),
+            (dlq_headers::SEALED, self.sealer.key_id()),
         ] {
             headers = headers.insert(Header {
                 key: k,
                 value: Some(v),
             });
         }
+        let sealed = self.sealer.seal(payload);
+        let key = self.sealer.message_key(key);
         let mut attempt = 0u32;
         loop {
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dlq_topic)
+            let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dlq_topic)
                 .headers(headers.clone())
-                .payload(payload);
-            if !key.is_empty() {
-                record = record.key(key);
-            }
+                .payload(sealed.as_slice())
+                .key(key.as_slice());
             match self.producer.send(record, Timeout::Never).await {
                 Ok(_) => break,
                 Err((e, _)) if attempt < 5 => {
