@@ -43,6 +43,7 @@ pub mod arrow_schema;
 pub mod config;
 mod consumer;
 pub mod lake;
+pub mod ledger;
 pub mod privacy;
 pub mod replay;
 pub mod verify;
