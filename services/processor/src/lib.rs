@@ -36,10 +36,10 @@
 use std::sync::Arc;
 
 use fleetpulse_core::config::{resolve_secret, ConfigError, Validate};
-use fleetpulse_core::pseudonym::Pseudonymizer;
 use fleetpulse_core::{telemetry, Shutdown};
 
 pub mod arrow_schema;
+pub mod benchmark;
 pub mod config;
 mod consumer;
 pub mod lake;
@@ -117,9 +117,8 @@ pub(crate) async fn run_with_stats(
     stats: Arc<consumer::Stats>,
 ) -> Result<(), ProcessorError> {
     config.validate()?;
-    let key_spec = config.pseudonym_key.as_deref().unwrap_or_default();
-    let key = resolve_secret("pseudonym_key", key_spec)?;
-    let transformer = Transformer::new(Pseudonymizer::new(&key, &config.pseudonym_key_id))?;
+    let (lake_key, _benchmark_key) = privacy::keys::resolve_keys(&config)?;
+    let transformer = Transformer::new(lake_key.at(0))?.with_key(lake_key);
     let mut secrets = Vec::with_capacity(config.connector_secrets.len());
     for (id, spec) in &config.connector_secrets {
         secrets.push((
