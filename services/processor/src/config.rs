@@ -16,6 +16,7 @@ use fleetpulse_core::kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::benchmark::BenchmarkConfig;
+use crate::kpi::KpiConfig;
 use crate::ledger::LedgerConfig;
 use crate::privacy::keys::KeyRotation;
 
@@ -70,6 +71,8 @@ pub struct ProcessorConfig {
     pub benchmark: BenchmarkConfig,
     /// Pay-per-use usage ledger (see `crate::ledger`).
     pub ledger: LedgerConfig,
+    /// Daily KPI aggregates: watermark and lateness (see `crate::kpi`).
+    pub kpi: KpiConfig,
 }
 
 impl Default for ProcessorConfig {
@@ -90,6 +93,7 @@ impl Default for ProcessorConfig {
             pseudonym_rotation: KeyRotation::Never,
             benchmark: BenchmarkConfig::default(),
             ledger: LedgerConfig::default(),
+            kpi: KpiConfig::default(),
         }
     }
 }
@@ -174,6 +178,7 @@ impl Validate for ProcessorConfig {
             }
         }
         self.ledger.validate("ledger.")?;
+        self.kpi.validate()?;
         Ok(())
     }
 }
@@ -242,12 +247,13 @@ mod tests {
         let base = "pseudonym_key = \"env:PK\"\n[connector_secrets]\nc = \"env:C\"\n";
         let cfg: ProcessorConfig = from_toml(&format!(
             "pseudonym_rotation = \"never\"\n{base}[benchmark]\npseudonym_key = \"env:BK\"\n\
-             min_tenants = 7\n[ledger]\nperiod = \"quarterly\"\n"
+             min_tenants = 7\n[ledger]\nperiod = \"quarterly\"\n[kpi]\nallowed_lateness = \"2h\"\n"
         ))
         .unwrap();
         assert_eq!(cfg.benchmark.min_tenants, 7);
         assert_eq!(cfg.benchmark.pseudonym_rotation, KeyRotation::Monthly);
         assert_eq!(cfg.ledger.period, crate::ledger::ContractPeriod::Quarterly);
+        assert_eq!(cfg.kpi.allowed_lateness, Duration::from_secs(7200));
         for (extra, key) in [
             ("pseudonym_key = \"env:PK\"\n", "benchmark.pseudonym_key:"),
             (

@@ -60,6 +60,8 @@ mod tests;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ContractPeriod {
+    /// Calendar day (used by the daily KPIs, not usual for contracts).
+    Daily,
     /// Calendar month.
     #[default]
     Monthly,
@@ -74,6 +76,7 @@ impl ContractPeriod {
     pub fn start_of(self, ms: i64) -> Option<NaiveDate> {
         let d = DateTime::<Utc>::from_timestamp_millis(ms)?.date_naive();
         let month = match self {
+            ContractPeriod::Daily => return Some(d),
             ContractPeriod::Monthly => d.month(),
             ContractPeriod::Quarterly => (d.month0() / 3) * 3 + 1,
             ContractPeriod::Yearly => 1,
@@ -84,6 +87,7 @@ impl ContractPeriod {
     /// First day of the period after the one starting at `start`.
     pub fn next_start(self, start: NaiveDate) -> Option<NaiveDate> {
         let months = match self {
+            ContractPeriod::Daily => return start.succ_opt(),
             ContractPeriod::Monthly => 1,
             ContractPeriod::Quarterly => 3,
             ContractPeriod::Yearly => 12,
@@ -96,8 +100,8 @@ impl ContractPeriod {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
-    /// Contract period the usage is summed over: `monthly`, `quarterly` or
-    /// `yearly` (calendar, UTC).
+    /// Contract period the usage is summed over: `monthly`, `quarterly`,
+    /// `yearly` (or `daily`) (calendar, UTC).
     pub period: ContractPeriod,
     /// Wrap points of counters (largest value + 1), tried smallest first.
     pub wrap_moduli: Vec<u64>,
