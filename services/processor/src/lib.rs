@@ -42,6 +42,7 @@ pub mod arrow_schema;
 pub mod benchmark;
 pub mod config;
 mod consumer;
+pub mod derived;
 pub mod kpi;
 pub mod lake;
 pub mod ledger;
