@@ -208,3 +208,71 @@ fn percentiles_interpolate_and_config_is_validated() {
         .to_string()
         .contains("benchmark.max_tenant_share_pct"));
 }
+
+mod properties {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 3000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Over random fleets: every published cell passes both primary
+        /// rules, and no published margin leaves exactly one hidden cell in
+        /// its line.
+        #[test]
+        fn published_cells_are_safe(
+            devices in prop::collection::vec((0..8u8, 0..3u8, 0..3u8, 0.0..100.0f64), 0..60),
+        ) {
+            let k = key();
+            let cfg = BenchmarkConfig::default();
+            let input: Vec<DeviceMonth> = devices
+                .iter()
+                .enumerate()
+                .map(|(i, (t, m, r, v))| DeviceMonth {
+                    identity: k.identify(JAN, &format!("t{t}"), &format!("d{i}")),
+                    model: format!("M{m}"),
+                    region: format!("R{r}"),
+                    month: month_of(JAN).unwrap(),
+                    metric: "pages".into(),
+                    value: *v,
+                })
+                .collect();
+            let (rows, hidden) = cells(&cfg, &input, 1);
+            let in_cell = |row_m: &str, row_r: &str, m: &str, r: &str| {
+                (row_m == ALL || row_m == m) && (row_r == ALL || row_r == r)
+            };
+            for row in &rows {
+                let mut per_tenant: BTreeMap<u8, u32> = BTreeMap::new();
+                for (t, m, r, _) in &devices {
+                    if in_cell(&row.model, &row.region, &format!("M{m}"), &format!("R{r}")) {
+                        *per_tenant.entry(*t).or_insert(0) += 1;
+                    }
+                }
+                let n: u32 = per_tenant.values().sum();
+                prop_assert_eq!(row.n_devices, n);
+                prop_assert!(per_tenant.len() >= 5);
+                prop_assert!(per_tenant.values().max().unwrap() * 100 <= 60 * n);
+                prop_assert!(row.p25 <= row.p50 && row.p50 <= row.p75);
+            }
+            let interior: BTreeSet<(String, String)> = devices
+                .iter()
+                .map(|(_, m, r, _)| (format!("M{m}"), format!("R{r}")))
+                .collect();
+            for row in rows.iter().filter(|r| r.model == ALL || r.region == ALL) {
+                let line_hidden = interior
+                    .iter()
+                    .filter(|(m, r)| in_cell(&row.model, &row.region, m, r))
+                    .filter(|c| hidden.contains_key(*c))
+                    .count();
+                prop_assert!(line_hidden != 1, "{:?} exposes one hidden cell", (&row.model, &row.region));
+            }
+        }
+    }
+}

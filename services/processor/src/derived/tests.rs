@@ -144,6 +144,21 @@ fn all_four_tables_come_out_without_raw_ids() {
     assert_eq!(cell.key_version, "b1@2026-01");
     let text = format!("{out:?}");
     assert!(!text.contains("SN-RAW"), "a raw device id leaked");
+    // The derived tables use the lake's pseudonyms: they join with the raw
+    // lake tables.
+    let tr = crate::Transformer::new(fleetpulse_core::pseudonym::Pseudonymizer::new(
+        b"lake-key-0123456789",
+        "v1",
+    ))
+    .unwrap();
+    let s = samples::device_status("SN-RAW-0");
+    let (t, v) =
+        fleetpulse_core::codec::decode_value(&fleetpulse_core::codec::encode(&s).unwrap()).unwrap();
+    let lake_id = tr.transform(t, &v).unwrap()["device_id"].clone();
+    assert!(kpi
+        .iter()
+        .any(|r| Json::String(r.device_id.clone()) == lake_id));
+    assert!(!format!("{bench:?}").contains(lake_id.as_str().unwrap()));
 }
 
 #[test]
