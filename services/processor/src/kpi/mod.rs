@@ -366,7 +366,8 @@ impl KpiOperator {
         }
         let dev_key = (tenant.clone(), device_id.to_string());
         let cover = self.cfg.sample_interval.as_millis().div_ceil(60_000) as usize;
-        let minute = ((at - day_start_ms(day)) / MINUTE_MS) as usize;
+        let minute =
+            (at.saturating_sub(day_start_ms(day)) / MINUTE_MS).clamp(0, MINUTES as i64) as usize;
         let mut readings = Vec::new();
         {
             let st = self.days.entry(key.clone()).or_default();
