@@ -1,12 +1,14 @@
 //! Derived tables: the KPI, ledger and benchmark operators behind one
 //! `on_record` / `on_watermark` interface, and their Parquet output.
 //!
-//! [`DerivedOperator`] takes decoded (not yet anonymised) records, because
-//! the two purposes need different pseudonyms of the same device: the lake
-//! tables (`kpi_device_daily`, `usage_ledger`, `late_records`) use the lake
-//! key, exactly like the raw lake tables, so they join; the benchmark sees
-//! only the benchmark key's pseudonyms ([`BenchmarkKey`]). Raw ids never
-//! leave this module.
+//! [`DerivedOperator`] takes decoded records and pseudonymises the device
+//! for each purpose: the lake tables (`kpi_device_daily`, `usage_ledger`,
+//! `late_records`) use the lake key, exactly like the raw lake tables, so
+//! they join; the benchmark sees only pseudonyms made with the benchmark key
+//! ([`BenchmarkKey`], applied to the tenant and to the lake pseudonym), which
+//! cannot be linked to the lake without that key. Raw ids never leave this
+//! module, and the lake's anonymised rows are enough to recompute every
+//! derived table.
 //!
 //! Monthly benchmark metrics per device are built from the *final* daily KPI
 //! rows (latest version of each day): `pages` (sum of counted pages),
@@ -40,7 +42,7 @@ use sha2::{Digest, Sha256};
 
 use crate::benchmark::{month_of, BenchmarkOperator, BenchmarkRow, DeviceMonth};
 use crate::kpi::{KpiDailyRow, KpiOperator, KpiOutput, KpiRecord, LateRecord};
-use crate::ledger::{CounterReading, LedgerRow, UsageLedger};
+use crate::ledger::{CounterReading, LedgerRow, Refused, UsageLedger};
 use crate::privacy::keys::{BenchmarkIdentity, BenchmarkKey, PurposeKey};
 use crate::{LakeError, ProcessorConfig};
 
@@ -166,7 +168,10 @@ impl DerivedOperator {
                 .entry((month, tenant.clone(), device.clone()))
                 .or_default();
             if acc.identity.is_none() {
-                acc.identity = Some(k.identify(at, &tenant, &raw_device));
+                // From the lake pseudonym, not the raw id: the benchmark key
+                // still makes it unlinkable, and the lake alone suffices to
+                // rebuild the derived tables.
+                acc.identity = Some(k.identify(at, &tenant, &device));
             }
         }
         let mut out = Vec::new();
@@ -176,13 +181,10 @@ impl DerivedOperator {
         out.extend(late.into_iter().map(kpi_output));
         if !is_late {
             for r in readings {
-                out.extend(
-                    self.ledger
-                        .on_reading(r)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(Output::Ledger),
-                );
+                match self.ledger.on_reading(r) {
+                    Ok(rows) => out.extend(rows.into_iter().map(Output::Ledger)),
+                    Err(reason) => ledger_refused(reason),
+                }
             }
         }
         out
@@ -249,6 +251,27 @@ impl DerivedOperator {
         }
         out
     }
+}
+
+fn ledger_refused(reason: Refused) {
+    let reason = match reason {
+        // Redelivery is normal (at-least-once transport): debug only.
+        Refused::Duplicate => {
+            tracing::debug!("duplicate counter reading ignored by the ledger");
+            "duplicate"
+        }
+        Refused::Invalid => {
+            tracing::warn!(
+                "counter reading with a negative value or impossible time ignored by the ledger"
+            );
+            "invalid"
+        }
+        Refused::Late => {
+            tracing::warn!("counter reading for a closed contract period ignored by the ledger");
+            "late"
+        }
+    };
+    metrics::counter!("fleetpulse_processor_ledger_refused_total", "reason" => reason).increment(1);
 }
 
 fn kpi_output(o: KpiOutput) -> Output {
