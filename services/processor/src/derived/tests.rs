@@ -208,3 +208,45 @@ print(json.dumps(out, default=str))
     assert_eq!(v["ledger"][0], json!(71 * 100 * 21));
     assert_eq!(v["bench"], json!([6, "b1@2026-01"]));
 }
+
+#[test]
+fn decoded_avro_values_of_every_type_are_taken() {
+    use fleetpulse_core::codec;
+    let mut op = operator();
+    let at = samples::device_status("SN-X").observed_at;
+    let values = [
+        codec::encode(&samples::device_status("SN-X")).unwrap(),
+        codec::encode(&samples::device_heartbeat("SN-X")).unwrap(),
+        codec::encode(&samples::usage_counters("SN-X")).unwrap(),
+        codec::encode(&samples::alert_event("SN-X")).unwrap(),
+        codec::encode(&samples::job_record("SN-X")).unwrap(),
+        codec::encode(&samples::connector_heartbeat("conn-1")).unwrap(),
+    ];
+    let mut out = Vec::new();
+    for bytes in values {
+        let (t, v) = codec::decode_value(&bytes).unwrap();
+        out.extend(op.on_value(t, &v));
+    }
+    out.extend(op.on_watermark(at + 2 * DAY));
+    let kpi: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Kpi(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kpi.len(), 1, "{out:?}");
+    let r = kpi[0];
+    assert_eq!(
+        r.records, 5,
+        "the connector heartbeat is not a device record"
+    );
+    assert_eq!(r.errors_by_class.get("jam"), Some(&1));
+    assert_eq!(r.jobs_completed, 1);
+    assert_eq!(r.packing_density_pct, Some(11.2));
+    assert_eq!(r.region.as_deref(), Some("DE"));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Ledger(l) if l.counter == "marker1.impressions")));
+    assert!(out.iter().any(|o| matches!(o, Output::Ledger(l) if l.counter == "printhead.PH-1.agent" && l.unit == "microliters")));
+}
