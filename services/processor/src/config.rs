@@ -15,6 +15,11 @@ use fleetpulse_core::config::{ConfigError, Validate};
 use fleetpulse_core::kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::benchmark::BenchmarkConfig;
+use crate::kpi::KpiConfig;
+use crate::ledger::LedgerConfig;
+use crate::privacy::keys::KeyRotation;
+
 /// Configuration of the processor (anonymiser and lake writer).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -66,6 +71,17 @@ pub struct ProcessorConfig {
     pub dlq_key: Option<String>,
     /// Id of `dlq_key`, in each sealed dead letter's `fp-sealed` header.
     pub dlq_key_id: String,
+    /// Rotation of the lake pseudonym key: `never` (default; the version is
+    /// `pseudonym_key_id`), `monthly`, `quarterly` or `yearly` (the version
+    /// becomes `<pseudonym_key_id>@<period>`; pseudonyms change at each
+    /// period, so joins across periods break: choose on purpose).
+    pub pseudonym_rotation: KeyRotation,
+    /// Cross-customer benchmarks (their own key, see `crate::benchmark`).
+    pub benchmark: BenchmarkConfig,
+    /// Pay-per-use usage ledger (see `crate::ledger`).
+    pub ledger: LedgerConfig,
+    /// Daily KPI aggregates: watermark and lateness (see `crate::kpi`).
+    pub kpi: KpiConfig,
 }
 
 impl Default for ProcessorConfig {
@@ -86,6 +102,10 @@ impl Default for ProcessorConfig {
             firehose: None,
             dlq_key: None,
             dlq_key_id: "dlq-v1".into(),
+            pseudonym_rotation: KeyRotation::Never,
+            benchmark: BenchmarkConfig::default(),
+            ledger: LedgerConfig::default(),
+            kpi: KpiConfig::default(),
         }
     }
 }
@@ -165,6 +185,24 @@ impl Validate for ProcessorConfig {
         if self.kafka.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must not be empty"));
         }
+        self.benchmark.validate()?;
+        if let Some(spec) = self.benchmark.pseudonym_key.as_deref() {
+            if self.pseudonym_key.as_deref() == Some(spec) {
+                return Err(invalid(
+                    "benchmark.pseudonym_key",
+                    "must differ from pseudonym_key: the lake and the cross-tenant \
+                     benchmark each need their own key",
+                ));
+            }
+            if self.benchmark.pseudonym_key_id == self.pseudonym_key_id {
+                return Err(invalid(
+                    "benchmark.pseudonym_key_id",
+                    "must differ from pseudonym_key_id, so a row's key version names its purpose",
+                ));
+            }
+        }
+        self.ledger.validate("ledger.")?;
+        self.kpi.validate()?;
         Ok(())
     }
 }
@@ -226,5 +264,40 @@ mod tests {
                     .to_string();
             assert!(err.contains("signature_window"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn keys_per_purpose_must_differ_and_errors_name_the_key() {
+        let base = "pseudonym_key = \"env:PK\"\n[connector_secrets]\nc = \"env:C\"\n";
+        let cfg: ProcessorConfig = from_toml(&format!(
+            "pseudonym_rotation = \"never\"\n{base}[benchmark]\npseudonym_key = \"env:BK\"\n\
+             min_tenants = 7\n[ledger]\nperiod = \"quarterly\"\n[kpi]\nallowed_lateness = \"2h\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.benchmark.min_tenants, 7);
+        assert_eq!(cfg.benchmark.pseudonym_rotation, KeyRotation::Monthly);
+        assert_eq!(cfg.ledger.period, crate::ledger::ContractPeriod::Quarterly);
+        assert_eq!(cfg.kpi.allowed_lateness, Duration::from_secs(7200));
+        for (extra, key) in [
+            ("pseudonym_key = \"env:PK\"\n", "benchmark.pseudonym_key:"),
+            (
+                "pseudonym_key = \"env:BK\"\npseudonym_key_id = \"v1\"\n",
+                "benchmark.pseudonym_key_id",
+            ),
+            (
+                "pseudonym_key = \"env:BK\"\npseudonym_rotation = \"never\"\n",
+                "benchmark.pseudonym_rotation",
+            ),
+            ("min_tenants = 1\n", "benchmark.min_tenants"),
+        ] {
+            let err = from_toml::<ProcessorConfig>(&format!("{base}[benchmark]\n{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+        let err = from_toml::<ProcessorConfig>(&format!("{base}[ledger]\nmax_delta = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ledger.max_delta"), "{err}");
     }
 }

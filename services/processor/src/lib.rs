@@ -36,14 +36,17 @@
 use std::sync::Arc;
 
 use fleetpulse_core::config::{resolve_secret, ConfigError, Validate};
-use fleetpulse_core::pseudonym::Pseudonymizer;
 use fleetpulse_core::{telemetry, Shutdown};
 
 pub mod arrow_schema;
+pub mod benchmark;
 pub mod config;
 mod consumer;
+pub mod derived;
 pub mod firehose;
+pub mod kpi;
 pub mod lake;
+pub mod ledger;
 pub mod privacy;
 pub mod replay;
 pub mod seal;
@@ -122,9 +125,8 @@ pub(crate) async fn run_with_stats(
     stats: Arc<consumer::Stats>,
 ) -> Result<(), ProcessorError> {
     config.validate()?;
-    let key_spec = config.pseudonym_key.as_deref().unwrap_or_default();
-    let key = resolve_secret("pseudonym_key", key_spec)?;
-    let transformer = Transformer::new(Pseudonymizer::new(&key, &config.pseudonym_key_id))?;
+    let (lake_key, _benchmark_key) = privacy::keys::resolve_keys(&config)?;
+    let transformer = Transformer::new(lake_key.at(0))?.with_key(lake_key);
     let mut secrets = Vec::with_capacity(config.connector_secrets.len());
     for (id, spec) in &config.connector_secrets {
         secrets.push((

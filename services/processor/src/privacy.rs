@@ -28,6 +28,8 @@ use serde_json::{Map, Value as Json};
 
 use crate::arrow_schema::{avro_to_arrow, nullable_branch, Names};
 
+pub mod keys;
+
 /// Column with the Kafka partition a row was read from.
 pub const COL_PARTITION: &str = "_kafka_partition";
 /// Column with the Kafka offset a row was read at.
@@ -75,6 +77,8 @@ struct Table {
 #[derive(Debug)]
 pub struct Transformer {
     pseudonymizer: Pseudonymizer,
+    /// When set, the key in force at each record's `observed_at` (rotation).
+    rotating: Option<keys::PurposeKey>,
     tables: BTreeMap<RecordType, Table>,
 }
 
@@ -111,8 +115,20 @@ impl Transformer {
         }
         Ok(Transformer {
             pseudonymizer,
+            rotating: None,
             tables,
         })
+    }
+
+    /// Pseudonymise with `key`, rotating as it says (the version in force at
+    /// a record's `observed_at` goes in its `<field>_key_id` columns).
+    pub fn with_key(mut self, key: keys::PurposeKey) -> Transformer {
+        if key.rotation() == keys::KeyRotation::Never {
+            self.pseudonymizer = key.at(0);
+        } else {
+            self.rotating = Some(key);
+        }
+        self
     }
 
     fn table(&self, t: RecordType) -> Result<&Table, TransformError> {
@@ -142,11 +158,23 @@ impl Transformer {
         let AvroSchema::Record(rec) = t.schema() else {
             return Err(terr(t.name(), "top-level schema is not a record"));
         };
-        self.record(rec, value, &table.names, "", 0)
+        let rotated = self.rotating.as_ref().map(|k| {
+            let at = match value {
+                Value::Record(fields) => fields.iter().find_map(|(n, v)| match (n.as_str(), v) {
+                    ("observed_at", Value::TimestampMillis(ms) | Value::Long(ms)) => Some(*ms),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            k.at(at.unwrap_or_default())
+        });
+        let pz = rotated.as_ref().unwrap_or(&self.pseudonymizer);
+        self.record(pz, rec, value, &table.names, "", 0)
     }
 
     fn record(
         &self,
+        pz: &Pseudonymizer,
         rec: &RecordSchema,
         value: &Value,
         names: &Names,
@@ -171,8 +199,8 @@ impl Transformer {
                 Some(PrivacyAction::Pseudonymize) => {
                     let (p, key) = match text_of(v) {
                         Some(s) => (
-                            Json::String(self.pseudonymizer.pseudonymize(name, s)),
-                            Json::String(self.pseudonymizer.key_id().to_string()),
+                            Json::String(pz.pseudonymize(name, s)),
+                            Json::String(pz.key_id().to_string()),
                         ),
                         None if is_null(v) => (Json::Null, Json::Null),
                         None => return Err(terr(&fpath, "pseudonymized field is not text")),
@@ -186,7 +214,7 @@ impl Transformer {
                 None => {
                     out.insert(
                         name.clone(),
-                        self.value(&field.schema, v, names, &fpath, depth + 1)?,
+                        self.value(pz, &field.schema, v, names, &fpath, depth + 1)?,
                     );
                 }
             }
@@ -196,6 +224,7 @@ impl Transformer {
 
     fn value(
         &self,
+        pz: &Pseudonymizer,
         schema: &AvroSchema,
         value: &Value,
         names: &Names,
@@ -214,7 +243,7 @@ impl Transformer {
                     .variants()
                     .get(*idx as usize)
                     .ok_or_else(|| terr(path, "union branch out of range"))?;
-                return self.value(branch, inner, names, path, depth + 1);
+                return self.value(pz, branch, inner, names, path, depth + 1);
             }
             (_, Value::Null) => Json::Null,
             (_, Value::Boolean(b)) => Json::Bool(*b),
@@ -228,11 +257,11 @@ impl Transformer {
             (AvroSchema::Array(a), Value::Array(items)) => Json::Array(
                 items
                     .iter()
-                    .map(|it| self.value(&a.items, it, names, path, depth + 1))
+                    .map(|it| self.value(pz, &a.items, it, names, path, depth + 1))
                     .collect::<Result<_, _>>()?,
             ),
             (AvroSchema::Record(r), v @ Value::Record(_)) => {
-                Json::Object(self.record(r, v, names, path, depth + 1)?)
+                Json::Object(self.record(pz, r, v, names, path, depth + 1)?)
             }
             _ => return Err(terr(path, "value does not match its schema")),
         })

@@ -112,7 +112,11 @@ async fn a_replayed_sequence_number_is_dead_lettered_and_the_original_kept_once(
         assert!(reason.contains(CONNECTOR), "{reason}");
         let sealer = crate::seal::from_config(&h.config()).expect("sealer");
         assert_eq!(k, &sealer.message_key(&key), "key pseudonymised");
-        assert_eq!(sealer.open(p).expect("opens"), payload, "original bytes kept, sealed");
+        assert_eq!(
+            sealer.open(p).expect("opens"),
+            payload,
+            "original bytes kept, sealed"
+        );
         // The original headers travel along.
         assert!(hdr.contains_key(HDR_SIG) && hdr.contains_key(HDR_SEQ));
     }
