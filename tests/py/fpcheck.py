@@ -320,6 +320,107 @@ def cmd_decode_files(a):
     print(json.dumps(out, default=str))
 
 
+def blank(t):
+    """A minimal valid value for an Avro type given as raw JSON (defaults
+    where the schema has them, empty arrays, first enum symbols)."""
+    prim = {"string": "x", "long": 0, "int": 0, "boolean": False, "double": 0.0,
+            "float": 0.0, "bytes": b"", "null": None}
+    if isinstance(t, list):
+        return None if "null" in t else blank(t[0])
+    if isinstance(t, str):
+        return prim[t]
+    kind = t["type"]
+    if kind == "record":
+        return {f["name"]: (f["default"] if "default" in f else blank(f["type"]))
+                for f in t["fields"]}
+    if kind == "enum":
+        return t.get("default", t["symbols"][0])
+    if kind == "array":
+        return []
+    if kind == "map":
+        return {}
+    if kind == "fixed":
+        return b"\0" * t["size"]
+    return blank(kind)
+
+
+def raw_schema(name):
+    with open(os.path.join(REPO, "schemas", f"{name}.avsc")) as f:
+        return json.load(f)
+
+
+def cmd_canary_inject(a):
+    """Publish signed records whose personal fields carry canary values, and
+    bad records (bad signature, wrong schema for the topic, not Avro) that
+    carry them too. Every canary must stay out of the lake, the dead-letter
+    topic and the logs."""
+    c = json.loads(a.canaries)
+    secret = a.secret.encode()
+    now = int(time.time() * 1000)
+    base = {"tenant_id": "tenant-canary", "connector_id": a.connector,
+            "device_id": c["serial"], "observed_at": now}
+
+    def record(name, **fields):
+        rec = blank(raw_schema(name))
+        rec.update(base)
+        rec["event_id"] = str(uuid.uuid4())
+        rec.update(fields)
+        return encode(name, rec)
+
+    status = record("device_status", sys_name=c["host"], sys_contact=c["user"],
+                    sys_location=c["location"], ip_address=c["ip"], mac_address=c["mac"])
+    heartbeat = record("device_heartbeat", ip_address=c["ip"])
+    job = record("job_record", job_id=c["job"], user_name=c["user"])
+    key = c["serial"].encode()
+    p = Producer({"bootstrap.servers": a.brokers})
+    seq = [int(time.time())]
+
+    def send(topic, payload, corrupt=False):
+        seq[0] += 1
+        batch = f"canary-{seq[0]}"
+        key_id, sig = sign(secret, a.connector, topic, key, batch, seq[0], now, payload)
+        if corrupt:
+            sig = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+        headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", batch),
+                   ("fp-seq", str(seq[0])), ("fp-ts", str(now)), ("fp-sig", sig)]
+        p.produce(topic, key=key, value=payload, headers=headers)
+
+    t = lambda name: f"{a.prefix}.raw.{name}"
+    send(t("device_status"), status)
+    send(t("device_heartbeat"), heartbeat)
+    send(t("job_record"), job)
+    send(t("device_status"), status, corrupt=True)           # bad signature
+    send(t("device_status"), job)                            # wrong schema for the topic
+    garbage = ("not avro: " + " ".join(c.values())).encode()
+    send(t("device_status"), garbage)                        # not Avro at all
+    p.flush(30)
+    print(json.dumps({"valid": 3, "bad": 3}))
+
+
+def cmd_grep_dlq(a):
+    """Search every dead letter's key, header values and payload (raw bytes)
+    for the canaries; with --open-key also open sealed payloads (positive
+    control: the canaries must be inside)."""
+    canaries = [x.encode() for x in json.loads(a.canaries).values()]
+    hits, opened_hits, count = [], 0, 0
+    opener = None
+    if a.open_key:
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+        k = hmac.new(a.open_key.encode(), b"fleetpulse-dlq-seal-v1", hashlib.sha256).digest()
+        opener = ChaCha20Poly1305(k)
+    for m in consume_all(a.brokers, [f"{a.prefix}.dlq"], idle=4.0):
+        count += 1
+        parts = [("key", m.key() or b""), ("payload", m.value() or b"")]
+        parts += [(f"header {k}", v or b"") for k, v in (m.headers() or [])]
+        for where, data in parts:
+            hits += [f"offset {m.offset()} {where}: {x.decode()}" for x in canaries if x in data]
+        if opener is not None and (m.value() or b"")[:4] == b"FPS1":
+            hdrs = dict(m.headers() or [])
+            plain = opener.decrypt(m.value()[4:16], m.value()[16:], hdrs.get("fp-sealed", b""))
+            opened_hits += sum(1 for x in canaries if x in plain)
+    print(json.dumps({"count": count, "hits": hits, "opened_hits": opened_hits}))
+
+
 def cmd_firehose(a):
     """Every envelope line Firehose delivered under s3://bucket/prefix (boto3),
     its payload decoded with fastavro; the event ids of valid records."""
@@ -377,6 +478,19 @@ def main():
     i.set_defaults(f=cmd_inject)
     st = sub.add_parser("selftest")
     st.set_defaults(f=cmd_selftest)
+    ci = sub.add_parser("canary-inject")
+    ci.add_argument("--brokers", required=True)
+    ci.add_argument("--prefix", required=True)
+    ci.add_argument("--secret", required=True)
+    ci.add_argument("--connector", required=True)
+    ci.add_argument("--canaries", required=True)
+    ci.set_defaults(f=cmd_canary_inject)
+    gd = sub.add_parser("grep-dlq")
+    gd.add_argument("--brokers", required=True)
+    gd.add_argument("--prefix", required=True)
+    gd.add_argument("--canaries", required=True)
+    gd.add_argument("--open-key")
+    gd.set_defaults(f=cmd_grep_dlq)
     fh = sub.add_parser("firehose")
     fh.add_argument("--endpoint", required=True)
     fh.add_argument("--bucket", required=True)
