@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fleetpulse_core::config::{read_secret, ConfigError, Validate};
-use fleetpulse_core::schema::RecordType;
 use fleetpulse_core::kafka::KafkaConfig;
+use fleetpulse_core::schema::RecordType;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of the processor (anonymiser and lake writer).
@@ -198,7 +198,10 @@ impl LakeConfig {
             return Err(invalid("lake.row_group_rows", "must be at least 1024"));
         }
         if self.buffer_budget_bytes < 16 * 1024 * 1024 {
-            return Err(invalid("lake.buffer_budget_bytes", "must be at least 16 MiB"));
+            return Err(invalid(
+                "lake.buffer_budget_bytes",
+                "must be at least 16 MiB",
+            ));
         }
         for t in &self.hourly_tables {
             if !RecordType::ALL.iter().any(|r| r.name() == t) {
@@ -218,14 +221,20 @@ impl LakeConfig {
 impl S3Config {
     fn check(&self) -> Result<(), ConfigError> {
         if self.bucket.trim().is_empty() {
-            return Err(invalid("lake.s3.bucket", "required with lake.store = \"s3\""));
+            return Err(invalid(
+                "lake.s3.bucket",
+                "required with lake.store = \"s3\"",
+            ));
         }
         if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
             return Err(invalid("lake.s3.region", "must not be empty when set"));
         }
         if let Some(u) = &self.endpoint_url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
-                return Err(invalid("lake.s3.endpoint_url", "must be an http:// or https:// URL"));
+                return Err(invalid(
+                    "lake.s3.endpoint_url",
+                    "must be an http:// or https:// URL",
+                ));
             }
         }
         match (&self.access_key_id, &self.secret_access_key) {
@@ -234,10 +243,16 @@ impl S3Config {
                 read_secret("lake.s3.secret_access_key", s)?;
             }
             (Some(_), None) => {
-                return Err(invalid("lake.s3.secret_access_key", "required with access_key_id"))
+                return Err(invalid(
+                    "lake.s3.secret_access_key",
+                    "required with access_key_id",
+                ))
             }
             (None, Some(_)) => {
-                return Err(invalid("lake.s3.access_key_id", "required with secret_access_key"))
+                return Err(invalid(
+                    "lake.s3.access_key_id",
+                    "required with secret_access_key",
+                ))
             }
             (None, None) => {}
         }
@@ -419,9 +434,18 @@ mod tests {
         assert_eq!(cfg.lake.hourly_tables, ["device_status"]);
         for (bad, key) in [
             ("[lake]\nstore = \"s3\"\n", "lake.s3.bucket"),
-            ("[lake]\nstore = \"s3\"\n[lake.s3]\nbucket = \"b\"\npart_size = 1000\n", "lake.s3.part_size"),
-            ("[lake]\nstore = \"s3\"\n[lake.s3]\nbucket = \"b\"\nsse_kms_key_id = \"k\"\n", "lake.s3.sse_kms_key_id"),
-            ("[lake]\nstore = \"s3\"\n[lake.s3]\nbucket = \"b\"\naccess_key_id = \"a\"\n", "lake.s3.secret_access_key"),
+            (
+                "[lake]\nstore = \"s3\"\n[lake.s3]\nbucket = \"b\"\npart_size = 1000\n",
+                "lake.s3.part_size",
+            ),
+            (
+                "[lake]\nstore = \"s3\"\n[lake.s3]\nbucket = \"b\"\nsse_kms_key_id = \"k\"\n",
+                "lake.s3.sse_kms_key_id",
+            ),
+            (
+                "[lake]\nstore = \"s3\"\n[lake.s3]\nbucket = \"b\"\naccess_key_id = \"a\"\n",
+                "lake.s3.secret_access_key",
+            ),
             ("[lake]\nhourly_tables = [\"nope\"]\n", "lake.hourly_tables"),
             ("[lake]\nzstd_level = 0\n", "lake.zstd_level"),
         ] {

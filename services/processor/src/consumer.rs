@@ -114,7 +114,12 @@ impl PartState {
     /// The offset to commit now, if the commit point moved: the lowest
     /// first offset of the open files, or past everything consumed.
     fn pending_commit(&self) -> Option<i64> {
-        let next = match self.segments.values().filter_map(Segment::first_offset).min() {
+        let next = match self
+            .segments
+            .values()
+            .filter_map(Segment::first_offset)
+            .min()
+        {
             Some(first) => first,
             None => self.consumed_through? + 1,
         };
@@ -435,8 +440,7 @@ impl Pipeline {
                     .await
             }
         };
-        let Some(dir) =
-            observed_at(&value).and_then(|ms| self.lake.partition_dir(record_type, ms))
+        let Some(dir) = observed_at(&value).and_then(|ms| self.lake.partition_dir(record_type, ms))
         else {
             let rej = Rejection::new("bad_datum", "observed_at is outside years 1..=9999");
             return self.dead_letter(m, rej).await;
@@ -450,15 +454,13 @@ impl Pipeline {
         let mut row = Some(row);
         while let Some(r) = row.take() {
             let st = self.parts.entry(key.clone()).or_insert_with(PartState::new);
-            if !st.segments.contains_key(&dir) {
-                let seg = self
-                    .lake
-                    .open(record_type, schema.clone(), &key.0, key.1, dir, offset)
-                    .await?;
-                st.segments.insert(dir, seg);
-            }
-            let Some(seg) = st.segments.get_mut(&dir) else {
-                return Ok(());
+            let seg = match st.segments.entry(dir) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    self.lake
+                        .open(record_type, schema.clone(), &key.0, key.1, dir, offset)
+                        .await?,
+                ),
             };
             match seg.admit(offset) {
                 Admit::Row => {
@@ -498,7 +500,11 @@ impl Pipeline {
             let largest = self
                 .parts
                 .iter()
-                .flat_map(|(k, st)| st.segments.iter().map(move |(d, s)| (s.memory_bytes(), k, *d)))
+                .flat_map(|(k, st)| {
+                    st.segments
+                        .iter()
+                        .map(move |(d, s)| (s.memory_bytes(), k, *d))
+                })
                 .max_by_key(|(bytes, _, _)| *bytes)
                 .map(|(bytes, k, d)| (bytes, k.clone(), d));
             match largest {

@@ -333,7 +333,13 @@ impl Segment {
     }
 
     fn key_at(&self, first: i64) -> String {
-        file_key(self.record_type, &self.dir, &self.topic, self.partition, first)
+        file_key(
+            self.record_type,
+            &self.dir,
+            &self.topic,
+            self.partition,
+            first,
+        )
     }
 
     /// Its directory.
@@ -499,7 +505,11 @@ impl LakeWriter {
 
     /// The directory of a row of `record_type` observed at `observed_at_ms`
     /// (`None` outside years 1..=9999).
-    pub fn partition_dir(&self, record_type: RecordType, observed_at_ms: i64) -> Option<PartitionDir> {
+    pub fn partition_dir(
+        &self,
+        record_type: RecordType,
+        observed_at_ms: i64,
+    ) -> Option<PartitionDir> {
         let date = utc_date(observed_at_ms)?;
         let hour = self
             .hourly
@@ -537,7 +547,12 @@ impl LakeWriter {
         let prefix = name_prefix(topic, partition);
         let keys = self.store.list(&dir.key(record_type), &prefix).await?;
         let by_first = by_first_offset(&keys, &prefix);
-        let mut relevant: Vec<&String> = by_first.range(..=offset).next_back().map(|(_, k)| k).into_iter().collect();
+        let mut relevant: Vec<&String> = by_first
+            .range(..=offset)
+            .next_back()
+            .map(|(_, k)| k)
+            .into_iter()
+            .collect();
         relevant.extend(by_first.range(offset.saturating_add(1)..).map(|(_, k)| k));
         let mut present = Vec::with_capacity(relevant.len());
         for key in relevant {
@@ -577,13 +592,17 @@ impl LakeWriter {
                 let meta = tokio::task::spawn_blocking(move || read_metadata(&path))
                     .await
                     .map_err(|e| corrupt(e.to_string()))??;
-                footer_offsets(&meta).ok_or_else(|| corrupt("no integer fleetpulse.first_offset/last_offset in the footer".into()))
+                footer_offsets(&meta).ok_or_else(|| {
+                    corrupt("no integer fleetpulse.first_offset/last_offset in the footer".into())
+                })
             }
             StoredOffsets::Bytes(bytes) => {
                 let meta = ParquetMetaDataReader::new()
                     .parse_and_finish(&bytes)
                     .map_err(|e| corrupt(e.to_string()))?;
-                footer_offsets(&key_values(&meta)).ok_or_else(|| corrupt("no integer fleetpulse.first_offset/last_offset in the footer".into()))
+                footer_offsets(&key_values(&meta)).ok_or_else(|| {
+                    corrupt("no integer fleetpulse.first_offset/last_offset in the footer".into())
+                })
             }
         }
     }
@@ -684,4 +703,327 @@ pub fn read_last_offset(path: &Path) -> Result<i64, LakeError> {
             key: path.display().to_string(),
             reason: format!("no integer {META_LAST_OFFSET} in the footer"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privacy::Transformer;
+    use fleetpulse_core::pseudonym::Pseudonymizer;
+    use fleetpulse_core::{codec, samples};
+    use parquet::basic::{Encoding, LogicalType, TimeUnit as PqTimeUnit};
+
+    const AT: i64 = 1_763_700_000_000; // 2025-11-21T04:40:00Z
+
+    fn transformer() -> Transformer {
+        Transformer::new(Pseudonymizer::new(b"k-0123456789abcdef", "v1")).unwrap()
+    }
+
+    fn row(tr: &Transformer, t: RecordType) -> Map<String, Json> {
+        let bytes = match t {
+            RecordType::DeviceStatus => codec::encode(&samples::device_status("S")),
+            _ => codec::encode(&samples::device_heartbeat("S")),
+        }
+        .unwrap();
+        let (t, v) = codec::decode_value(&bytes).unwrap();
+        tr.transform(t, &v).unwrap()
+    }
+
+    /// Open a heartbeat file of partition 2 at the first offset and push
+    /// every offset the segment admits; returns what was not admitted.
+    async fn fill(
+        lake: &LakeWriter,
+        tr: &Transformer,
+        offsets: impl IntoIterator<Item = i64>,
+    ) -> (Segment, Vec<(i64, Admit)>) {
+        let t = RecordType::DeviceHeartbeat;
+        let offsets: Vec<i64> = offsets.into_iter().collect();
+        let dir = lake.partition_dir(t, AT).unwrap();
+        let mut seg = lake
+            .open(
+                t,
+                tr.arrow_schema(t).unwrap(),
+                "fp.raw.hb",
+                2,
+                dir,
+                offsets[0],
+            )
+            .await
+            .unwrap();
+        let mut refused = Vec::new();
+        for o in offsets {
+            match seg.admit(o) {
+                Admit::Row => seg.push(o, row(tr, t)).unwrap(),
+                a => refused.push((o, a)),
+            }
+        }
+        (seg, refused)
+    }
+
+    #[tokio::test]
+    async fn files_are_hive_partitioned_zstd_with_statistics_and_typed_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let tr = transformer();
+        let lake = LakeWriter::local(dir.path());
+        let (seg, refused) = fill(&lake, &tr, 10..15).await;
+        assert!(refused.is_empty());
+        let p = lake.publish(seg).await.unwrap();
+        assert_eq!(p.rows_written, 5);
+        let path = dir.path().join(
+            "table=device_heartbeat/date=2025-11-21/hour=04/part-fp.raw.hb-2-00000000000000000010.parquet",
+        );
+        assert_eq!(p.files, [path.display().to_string()]);
+        let meta: Vec<(String, String)> = read_metadata(&path).unwrap();
+        for kv in [
+            (META_FIRST_OFFSET, "10"),
+            (META_LAST_OFFSET, "14"),
+            (META_TOPIC, "fp.raw.hb"),
+            (META_PARTITION, "2"),
+        ] {
+            assert!(
+                meta.contains(&(kv.0.into(), kv.1.into())),
+                "{kv:?} in {meta:?}"
+            );
+        }
+
+        // Status is hourly too; usage counters are daily.
+        let t = RecordType::UsageCounters;
+        let d = lake.partition_dir(t, AT).unwrap();
+        assert_eq!(d.key(t), "table=usage_counters/date=2025-11-21");
+        let d = lake.partition_dir(RecordType::DeviceStatus, AT).unwrap();
+        assert_eq!(
+            d.key(RecordType::DeviceStatus),
+            "table=device_status/date=2025-11-21/hour=04"
+        );
+
+        // A status file: enums dictionary-encoded strings, UTC timestamps,
+        // supplies a list of structs.
+        let t = RecordType::DeviceStatus;
+        let mut seg = lake
+            .open(t, tr.arrow_schema(t).unwrap(), "fp.raw.st", 0, d, 0)
+            .await
+            .unwrap();
+        for o in 0..3 {
+            seg.push(o, row(&tr, t)).unwrap();
+        }
+        let p = lake.publish(seg).await.unwrap();
+        let file = File::open(&p.files[0]).unwrap();
+        let pm = ParquetMetaDataReader::new()
+            .parse_and_finish(&file)
+            .unwrap();
+        let schema = pm.file_metadata().schema_descr();
+        let rg = pm.row_group(0);
+        let col = |name: &str| {
+            (0..schema.num_columns())
+                .find(|i| schema.column(*i).path().string() == name)
+                .unwrap_or_else(|| panic!("no column {name}"))
+        };
+        let observed = col("observed_at");
+        assert!(matches!(
+            schema.column(observed).logical_type_ref(),
+            Some(LogicalType::Timestamp(ts)) if ts.is_adjusted_to_u_t_c && matches!(ts.unit, PqTimeUnit::MILLIS)
+        ));
+        let state = col("hr_printer_status");
+        assert!(matches!(
+            schema.column(state).logical_type_ref(),
+            Some(LogicalType::String)
+        ));
+        let enc = rg.column(state).encodings().collect::<Vec<_>>();
+        assert!(
+            enc.contains(&Encoding::RLE_DICTIONARY) || enc.contains(&Encoding::PLAIN_DICTIONARY),
+            "{enc:?}"
+        );
+        assert!(schema.columns().iter().any(|c| c
+            .path()
+            .string()
+            .starts_with("supplies.list.item.supply_type")));
+        for i in 0..rg.num_columns() {
+            assert!(matches!(rg.column(i).compression(), Compression::ZSTD(_)));
+            assert!(
+                rg.column(i).statistics().is_some(),
+                "statistics of column {i}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replay_meets_present_files_and_writes_each_offset_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tr = transformer();
+        let lake = LakeWriter::local(dir.path());
+        // Run 1 rejected offset 10 and published 11..=14, then crashed.
+        let (seg, _) = fill(&lake, &tr, 11..15).await;
+        lake.publish(seg).await.unwrap();
+
+        // Run 2 accepts offset 10: it is written alone, 11..=14 are covered,
+        // and a row past them may not join the file of offset 10.
+        let (seg, refused) = fill(&lake, &tr, 10..12).await;
+        assert_eq!(seg.admit(15), Admit::Boundary);
+        assert_eq!(refused, [(11, Admit::Covered { last: 14 })]);
+        assert_eq!(lake.publish(seg).await.unwrap().rows_written, 1);
+        let (mut seg, refused) = fill(&lake, &tr, 11..20).await;
+        assert_eq!(
+            refused,
+            (11..15)
+                .map(|o| (o, Admit::Covered { last: 14 }))
+                .collect::<Vec<_>>()
+        );
+        assert!(seg.met_present(12));
+        assert!(!seg.met_present(13), "a present file is counted once");
+        assert_eq!(seg.first_offset(), Some(15));
+        lake.publish(seg).await.unwrap();
+
+        // The same replay again: nothing new; a same-name file holding the
+        // same rows is skipped.
+        let (seg, refused) = fill(&lake, &tr, 15..20).await;
+        assert_eq!(refused.len(), 5);
+        assert!(seg.is_empty());
+        let t = RecordType::DeviceHeartbeat;
+        let d = lake.partition_dir(t, AT).unwrap();
+        // Opened before run 2 published 15..=19 (a zombie): the name is taken.
+        let mut zombie = lake
+            .open(t, tr.arrow_schema(t).unwrap(), "fp.raw.hb", 2, d, 20)
+            .await
+            .unwrap();
+        zombie.first = None;
+        for o in 15..18 {
+            zombie.push(o, row(&tr, t)).unwrap();
+        }
+        let p = lake.publish(zombie).await.unwrap();
+        assert_eq!((p.rows_written, p.files_skipped, p.rows_skipped), (0, 1, 3));
+        let mut zombie = lake
+            .open(t, tr.arrow_schema(t).unwrap(), "fp.raw.hb", 2, d, 20)
+            .await
+            .unwrap();
+        for o in 15..25 {
+            zombie.push(o, row(&tr, t)).unwrap();
+        }
+        let e = lake.publish(zombie).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LakeError::Conflict {
+                    present_last: 19,
+                    last: 24,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.is_retriable());
+
+        // Every offset 10..=19 exactly once, no temporary files left.
+        let day = dir
+            .path()
+            .join("table=device_heartbeat/date=2025-11-21/hour=04");
+        let mut names: Vec<String> = std::fs::read_dir(&day)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "part-fp.raw.hb-2-00000000000000000010.parquet",
+                "part-fp.raw.hb-2-00000000000000000011.parquet",
+                "part-fp.raw.hb-2-00000000000000000015.parquet",
+            ]
+        );
+        let mut offsets = Vec::new();
+        for n in names {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                File::open(day.join(n)).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            for b in reader {
+                let b = b.unwrap();
+                let col = b
+                    .column_by_name(COL_OFFSET)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow_array::Int64Array>()
+                    .unwrap()
+                    .clone();
+                offsets.extend(col.values().iter().copied());
+            }
+        }
+        offsets.sort();
+        assert_eq!(offsets, (10..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_present_file_without_footer_is_an_error_not_a_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let tr = transformer();
+        let lake = LakeWriter::local(dir.path());
+        let t = RecordType::DeviceHeartbeat;
+        let d = lake.partition_dir(t, AT).unwrap();
+        let path = lake_path(dir.path(), &file_key(t, &d, "fp.raw.hb", 2, 0));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"garbage").unwrap();
+        let e = lake
+            .open(t, tr.arrow_schema(t).unwrap(), "fp.raw.hb", 2, d, 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LakeError::Corrupt { .. }), "{e}");
+        assert!(!e.is_retriable());
+    }
+
+    fn lake_path(root: &Path, key: &str) -> std::path::PathBuf {
+        LocalStore::new(root).path(key)
+    }
+
+    #[tokio::test]
+    async fn rows_are_encoded_as_they_come_in_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let tr = transformer();
+        let lake = LakeWriter::new(
+            Store::Local(LocalStore::new(dir.path())),
+            FileOptions {
+                row_group_rows: 5000,
+                ..FileOptions::default()
+            },
+            &[],
+        );
+        let t = RecordType::DeviceHeartbeat;
+        let d = lake.partition_dir(t, AT).unwrap();
+        assert_eq!(d.hour, None, "no hourly tables configured");
+        let mut seg = lake
+            .open(t, tr.arrow_schema(t).unwrap(), "fp.raw.hb", 0, d, 0)
+            .await
+            .unwrap();
+        let r = row(&tr, t);
+        let mut json_bytes = 0;
+        for o in 0..(BATCH_ROWS as i64 * 2 + 10) {
+            json_bytes += 2 + row_estimate(&r) + 40;
+            seg.push(o, r.clone()).unwrap();
+        }
+        // Two batches were encoded: memory is far below the rows' JSON size.
+        assert!(seg.writer.is_some());
+        assert!(
+            seg.memory_bytes() < json_bytes / 3,
+            "{} vs {json_bytes}",
+            seg.memory_bytes()
+        );
+        let p = lake.publish(seg).await.unwrap();
+        let file = File::open(&p.files[0]).unwrap();
+        let pm = ParquetMetaDataReader::new()
+            .parse_and_finish(&file)
+            .unwrap();
+        assert_eq!(pm.file_metadata().num_rows(), BATCH_ROWS as i64 * 2 + 10);
+        assert!(pm.num_row_groups() >= 3, "row groups of at most 5000 rows");
+        assert!(pm.row_groups().iter().all(|g| g.num_rows() <= 5000));
+    }
+
+    #[test]
+    fn dates_outside_sane_years_are_rejected() {
+        assert_eq!(
+            utc_date(0).unwrap(),
+            NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()
+        );
+        assert!(utc_date(i64::MAX).is_none());
+        assert!(utc_date(-62_200_000_000_000).is_none());
+    }
 }

@@ -58,9 +58,9 @@ mod tests;
 
 pub use config::{LakeConfig, ProcessorConfig, S3Config, Sse, StoreKind};
 pub use lake::{LakeError, LakeWriter, PartitionDir, Segment};
-pub use store::{Store, StoreError};
 pub use privacy::{TransformError, Transformer};
 pub use replay::SeqWindow;
+pub use store::{Store, StoreError};
 pub use verify::{ReferenceTime, Rejection, Verified, Verifier};
 
 /// Temporary files older than this in the lake are leftovers of a crash.

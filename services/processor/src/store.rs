@@ -26,10 +26,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncry
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use aws_smithy_http_client::Connector;
+use aws_smithy_runtime_api::client::http::{http_client_fn, SharedHttpClient, SharedHttpConnector};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::http::{
-    http_client_fn, SharedHttpClient, SharedHttpConnector,
-};
 use fleetpulse_core::config::{read_secret, ConfigError};
 
 use crate::config::{S3Config, Sse};
@@ -552,7 +550,9 @@ impl S3Store {
                 retriable: true,
             });
         };
-        let result = self.upload_parts(key, &full, &upload_id, &bytes).await;
+        let result = self
+            .upload_parts(key, &full, &upload_id, &bytes, offsets)
+            .await;
         match result {
             Ok(Put::Created) => Ok(Put::Created),
             other => {
@@ -580,6 +580,7 @@ impl S3Store {
         full: &str,
         upload_id: &str,
         bytes: &[u8],
+        offsets: FileOffsets,
     ) -> Result<Put, StoreError> {
         let mut parts = Vec::new();
         for (i, chunk) in bytes.chunks(self.part_size.max(1)).enumerate() {
@@ -621,6 +622,16 @@ impl S3Store {
         match done {
             Ok(_) => Ok(Put::Created),
             Err(e) if is_precondition_failed(&e) => Ok(Put::AlreadyExists),
+            // HTTP 200 with a body that is neither the expected result nor an
+            // S3 error document (some S3-compatible stores, e.g. moto, name
+            // the root element differently): the upload completed. Confirm
+            // that the object is there and is this upload's.
+            Err(e) if status_of(&e) == Some(200) && error_code(&e).is_none() => {
+                match self.offsets_of(key).await? {
+                    StoredOffsets::Known(o) if o == offsets => Ok(Put::Created),
+                    _ => Err(self.err("CompleteMultipartUpload", key, &e)),
+                }
+            }
             Err(e) => Err(self.err("CompleteMultipartUpload", key, &e)),
         }
     }
@@ -630,10 +641,16 @@ impl S3Store {
 fn is_precondition_failed<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
     match e {
         SdkError::ServiceError(se) => {
-            se.err().code() == Some("PreconditionFailed")
-                || status_of(e) == Some(412)
+            se.err().code() == Some("PreconditionFailed") || status_of(e) == Some(412)
         }
         _ => false,
+    }
+}
+
+fn error_code<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> Option<&str> {
+    match e {
+        SdkError::ServiceError(se) => se.err().code(),
+        _ => None,
     }
 }
 
@@ -655,6 +672,10 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
             let retriable = status >= 500
                 || matches!(status, 408 | 409 | 429)
                 || matches!(code, "SlowDown" | "RequestTimeout" | "InternalError");
+            if se.err().code().is_none() {
+                // Not an S3 error document (an unreadable answer): show all.
+                return (format!("HTTP {status}: {:?}", se.err()), true);
+            }
             (format!("HTTP {status} {code}: {msg}"), retriable)
         }
         SdkError::ConstructionFailure(_) => (format!("{e:?}"), false),
@@ -720,5 +741,128 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("x=1/y/f")).unwrap(), b"one");
         assert_eq!(s.list("x=1/y", "f").unwrap(), ["x=1/y/f"]);
         assert!(s.list("nope", "f").unwrap().is_empty());
+    }
+
+    /// The S3 emulator (`FLEETPULSE_MOTO`, started by `.ci/run`), or `None`
+    /// with a printed reason; under CI a missing emulator is a failure.
+    fn moto_or_skip(test: &str) -> Option<String> {
+        match std::env::var("FLEETPULSE_MOTO") {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "{test}: FLEETPULSE_MOTO is not set under CI; .ci/run starts moto_server"
+                );
+                eprintln!("skipped {test}: FLEETPULSE_MOTO is not set (run `bash .ci/run`)");
+                None
+            }
+        }
+    }
+
+    async fn moto_store(endpoint: &str, bucket: &str, sse: Sse) -> S3Store {
+        let cfg = S3Config {
+            bucket: bucket.into(),
+            prefix: "lake/".into(),
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(endpoint.into()),
+            force_path_style: true,
+            access_key_id: Some("testing-key-id".into()),
+            secret_access_key: Some("testing-secret".into()),
+            sse,
+            part_size: crate::config::MIN_PART_SIZE,
+            ..S3Config::default()
+        };
+        S3Store::new(&cfg).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn s3_put_is_create_if_absent_single_and_multipart() {
+        let Some(endpoint) = moto_or_skip("s3_put_is_create_if_absent_single_and_multipart") else {
+            return;
+        };
+        let bucket = format!("fp-store-{}", std::process::id());
+        let s = moto_store(&endpoint, &bucket, Sse::Aes256).await;
+        s.client
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        let o = |first, last| FileOffsets { first, last };
+
+        let small = "table=t/date=d/part-x-0-00000000000000000000.parquet";
+        assert_eq!(
+            s.put_if_absent(small, vec![1; 1000], o(0, 9))
+                .await
+                .unwrap(),
+            Put::Created
+        );
+        assert_eq!(
+            s.put_if_absent(small, vec![2; 1000], o(0, 99))
+                .await
+                .unwrap(),
+            Put::AlreadyExists
+        );
+        // Larger than a part: multipart upload, completed only if absent.
+        let big = "table=t/date=d/part-x-0-00000000000000000010.parquet";
+        let bytes: Vec<u8> = (0..11 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+        assert_eq!(
+            s.put_if_absent(big, bytes.clone(), o(10, 20))
+                .await
+                .unwrap(),
+            Put::Created
+        );
+        assert_eq!(
+            s.put_if_absent(big, vec![0; 6 * 1024 * 1024], o(10, 30))
+                .await
+                .unwrap(),
+            Put::AlreadyExists
+        );
+        // The losing upload was aborted, not left behind.
+        let uploads = s
+            .client
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+
+        let got = s
+            .client
+            .get_object()
+            .bucket(&bucket)
+            .key(format!("lake/{big}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.server_side_encryption(),
+            Some(&ServerSideEncryption::Aes256)
+        );
+        let body = got.body.collect().await.unwrap().into_bytes();
+        assert!(body == bytes, "the first upload's bytes, intact");
+
+        let mut listed = s.list("table=t/date=d", "part-x-0-").await.unwrap();
+        listed.sort();
+        assert_eq!(listed, [small, big]);
+        assert!(s
+            .list("table=t/date=d", "part-x-1-")
+            .await
+            .unwrap()
+            .is_empty());
+        match s.offsets_of(big).await.unwrap() {
+            StoredOffsets::Known(k) => assert_eq!(k, o(10, 20)),
+            other => panic!("{other:?}"),
+        }
+
+        // A missing bucket is not worth retrying; the error says so.
+        let gone = moto_store(&endpoint, "fp-no-such-bucket", Sse::None).await;
+        let e = gone
+            .put_if_absent(small, vec![1], o(0, 0))
+            .await
+            .unwrap_err();
+        assert!(!e.is_retriable(), "{e}");
+        assert!(e.to_string().contains("NoSuchBucket"), "{e}");
     }
 }

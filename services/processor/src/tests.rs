@@ -325,7 +325,14 @@ pub(crate) async fn publish_crashed(
         .partition_dir(RecordType::DeviceHeartbeat, 1_763_700_000_000)
         .unwrap();
     let mut seg = lake
-        .open(RecordType::DeviceHeartbeat, schema, topic, 0, dir, rows[0].0)
+        .open(
+            RecordType::DeviceHeartbeat,
+            schema,
+            topic,
+            0,
+            dir,
+            rows[0].0,
+        )
         .await
         .unwrap();
     for (o, r) in rows {
@@ -722,8 +729,9 @@ async fn restarts_neither_lose_nor_duplicate_rows() {
     let crashed = publish_crashed(h.lake.path(), &transformer, &topic, rows).await;
     assert_eq!(crashed.rows_written, 18);
     // And a half-written temporary file of a crash mid-write.
-    let tmp = PathBuf::from(&crashed.files[0])
-        .with_file_name(format!(".part-{topic}-0-00000000000000000058.parquet.1-1.tmp"));
+    let tmp = PathBuf::from(&crashed.files[0]).with_file_name(format!(
+        ".part-{topic}-0-00000000000000000058.parquet.1-1.tmp"
+    ));
     std::fs::write(&tmp, b"PAR1 half written").unwrap();
     all.extend(b2);
 
