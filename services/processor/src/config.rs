@@ -459,4 +459,15 @@ mod tests {
             .to_string();
         assert!(err.contains("sse") || err.contains("aes"), "{err}");
     }
+
+    #[test]
+    fn the_shipped_config_parses_with_the_defaults() {
+        let cfg: ProcessorConfig = from_toml(include_str!("../../../deploy/processor.toml")).unwrap();
+        let defaults = ProcessorConfig::default();
+        assert_eq!(cfg.lake, defaults.lake);
+        assert_eq!(
+            (cfg.roll_bytes, cfg.roll_age, cfg.roll_idle),
+            (defaults.roll_bytes, defaults.roll_age, defaults.roll_idle)
+        );
+    }
 }

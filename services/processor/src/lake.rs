@@ -357,10 +357,12 @@ impl Segment {
         self.rows == 0
     }
 
-    /// Memory held: rows not yet encoded (their JSON size) plus the encoded
+    /// Memory held: rows not yet encoded (an estimate) plus the encoded
     /// Parquet (flushed row groups and the one in progress).
     pub fn memory_bytes(&self) -> usize {
-        self.pending_bytes
+        // A buffered row lives as a `serde_json::Map`: about three times
+        // the size of its JSON text.
+        self.pending_bytes * 3
             + self
                 .writer
                 .as_ref()
