@@ -183,10 +183,10 @@ def cmd_readers(a):
         pattern = os.path.join(tdir, "**", "*.parquet")
         d = duckdb.sql(f"SELECT * FROM read_parquet('{pattern}')")
         duck_types = {c: str(t) for c, t in zip(d.columns, d.types)}
-        duck_rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{pattern}')").fetchone()[0]
+        duck_rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{pattern}')").fetchall()[0][0]
         pa_table = pq.read_table(tdir)
         pa_types = {f.name: str(f.type) for f in pa_table.schema}
-        pl_df = pl.read_parquet(pattern)
+        pl_df = pl.read_parquet(tdir)
         pl_types = {c: str(t) for c, t in pl_df.schema.items()}
         # Encodings of the string columns (dictionary pages for enums).
         encodings = {}
