@@ -200,7 +200,10 @@ topic_prefix = "{prefix}"
                 &lake_s,
             ],
         );
-        check = pycheck("lakecheck.py", &["count", "--lake", &lake_s, "--ids", &ids_s]);
+        check = pycheck(
+            "lakecheck.py",
+            &["count", "--lake", &lake_s, "--ids", &ids_s],
+        );
         if check["missing"] == 0 {
             break;
         }
@@ -233,7 +236,10 @@ topic_prefix = "{prefix}"
         Some(0),
         "{download}"
     );
-    let check_final = pycheck("lakecheck.py", &["count", "--lake", &lake_s, "--ids", &ids_s]);
+    let check_final = pycheck(
+        "lakecheck.py",
+        &["count", "--lake", &lake_s, "--ids", &ids_s],
+    );
     eprintln!("{test}: {check_final} (while running: {check})");
     assert_eq!(
         check_final["sent"], check_final["sent_distinct"],
@@ -265,8 +271,14 @@ topic_prefix = "{prefix}"
         assert_eq!(&t["polars_rows"], rows, "{table}");
         assert_eq!(t["statistics"], true, "{table}");
         assert_eq!(t["compression"], serde_json::json!(["ZSTD"]), "{table}");
-        assert_eq!(t["duckdb"]["observed_at"], "TIMESTAMP WITH TIME ZONE", "{table}");
-        assert_eq!(t["pyarrow"]["observed_at"], "timestamp[ms, tz=UTC]", "{table}");
+        assert_eq!(
+            t["duckdb"]["observed_at"], "TIMESTAMP WITH TIME ZONE",
+            "{table}"
+        );
+        assert_eq!(
+            t["pyarrow"]["observed_at"], "timestamp[ms, tz=UTC]",
+            "{table}"
+        );
         assert_eq!(
             t["polars"]["observed_at"], "Datetime(time_unit='ms', time_zone='UTC')",
             "{table}"
@@ -278,7 +290,10 @@ topic_prefix = "{prefix}"
     }
     let st = &readers["device_status"];
     for reader in ["duckdb", "pyarrow", "polars"] {
-        assert!(st[reader]["hour"].is_string(), "{reader}: hour partition: {st}");
+        assert!(
+            st[reader]["hour"].is_string(),
+            "{reader}: hour partition: {st}"
+        );
     }
     assert!(
         readers["usage_counters"]["duckdb"]["hour"].is_null(),
@@ -288,7 +303,10 @@ topic_prefix = "{prefix}"
     assert_eq!(st["pyarrow"]["hr_printer_status"], "string");
     assert_eq!(st["polars"]["hr_printer_status"], "String");
     let enc = st["encodings"]["hr_printer_status"].to_string();
-    assert!(enc.contains("DICTIONARY"), "enum column dictionary-encoded: {enc}");
+    assert!(
+        enc.contains("DICTIONARY"),
+        "enum column dictionary-encoded: {enc}"
+    );
     let supplies = st["pyarrow"]["supplies"].as_str().unwrap_or_default();
     assert!(
         supplies.starts_with("list<item: struct<") && supplies.contains("supply_type: string"),

@@ -462,7 +462,8 @@ mod tests {
 
     #[test]
     fn the_shipped_config_parses_with_the_defaults() {
-        let cfg: ProcessorConfig = from_toml(include_str!("../../../deploy/processor.toml")).unwrap();
+        let cfg: ProcessorConfig =
+            from_toml(include_str!("../../../deploy/processor.toml")).unwrap();
         let defaults = ProcessorConfig::default();
         assert_eq!(cfg.lake, defaults.lake);
         assert_eq!(
