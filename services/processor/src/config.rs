@@ -197,10 +197,10 @@ impl LakeConfig {
         if self.row_group_rows < 1024 {
             return Err(invalid("lake.row_group_rows", "must be at least 1024"));
         }
-        if self.buffer_budget_bytes < 16 * 1024 * 1024 {
+        if self.buffer_budget_bytes < 1024 * 1024 {
             return Err(invalid(
                 "lake.buffer_budget_bytes",
-                "must be at least 16 MiB",
+                "must be at least 1 MiB",
             ));
         }
         for t in &self.hourly_tables {

@@ -55,6 +55,13 @@ pub(crate) struct Stats {
     pub(crate) commits: AtomicU64,
     /// Partitions in the latest assignment.
     pub(crate) assigned: AtomicU64,
+    /// Rows added to open files.
+    pub(crate) rows_buffered: AtomicU64,
+    /// Highest memory held by all open files together, measured after a
+    /// row was added and before the budget is enforced.
+    pub(crate) peak_buffered_bytes: AtomicU64,
+    /// Files published early because the budget was exceeded.
+    pub(crate) budget_flushes: AtomicU64,
 }
 
 type PartKey = (String, i32);
@@ -468,6 +475,10 @@ impl Pipeline {
                     seg.push(offset, r)?;
                     let after = seg.memory_bytes() as u64;
                     self.buffered_bytes = (self.buffered_bytes + after).saturating_sub(before);
+                    self.stats.rows_buffered.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .peak_buffered_bytes
+                        .fetch_max(self.buffered_bytes, Ordering::Relaxed);
                 }
                 Admit::Covered { .. } => {
                     // Verified and written by an earlier run.
@@ -510,6 +521,7 @@ impl Pipeline {
             match largest {
                 Some((bytes, k, d)) if bytes > 0 => {
                     budget_exceeded(self.buffered_bytes, self.budget_bytes, bytes);
+                    self.stats.budget_flushes.fetch_add(1, Ordering::Relaxed);
                     self.flush(&k, d).await?;
                 }
                 _ => {
@@ -518,6 +530,7 @@ impl Pipeline {
                 }
             }
         }
+        metrics::gauge!("fleetpulse_processor_buffered_bytes").set(self.buffered_bytes as f64);
         Ok(())
     }
 

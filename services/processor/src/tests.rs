@@ -909,3 +909,46 @@ async fn included_alerts_land_in_the_lake_without_the_raw_serial() {
     }
     drop(h.cluster);
 }
+
+/// Many open files (16 partitions x 3 tables) under a 1 MiB budget with no
+/// roll by size or time: the memory of all open files together never goes
+/// past the budget by more than one row, files are published early, and
+/// every row is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_files_stay_within_the_memory_budget() {
+    let h = Harness::new(16);
+    let n = 3000;
+    let mut records = Vec::new();
+    for i in 0..n / 3 {
+        records.push(encoded(&samples::device_status(&serial(i))));
+        records.push(encoded(&samples::device_heartbeat(&serial(i))));
+        records.push(encoded(&samples::usage_counters(&serial(i))));
+    }
+    h.produce_records(records).await;
+    let budget: u64 = 1024 * 1024;
+    let mut cfg = ProcessorConfig {
+        roll_age: Duration::from_secs(600),
+        roll_idle: Duration::from_secs(600),
+        ..h.config()
+    };
+    cfg.lake.buffer_budget_bytes = budget;
+    let (shutdown, stats, handle) = start(cfg);
+    wait_for("every row buffered", || {
+        stats.rows_buffered.load(Ordering::Relaxed) >= n as u64
+    })
+    .await;
+    let peak = stats.peak_buffered_bytes.load(Ordering::Relaxed);
+    let early = stats.budget_flushes.load(Ordering::Relaxed);
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+    eprintln!("peak {peak} bytes, {early} files published early");
+    // One row's memory is a few KiB at most.
+    assert!(
+        peak <= budget + 16 * 1024,
+        "peak {peak} over budget {budget}"
+    );
+    assert!(peak > budget / 2, "the budget was actually reached: {peak}");
+    assert!(early >= 2, "files published early: {early}");
+    assert_eq!(stats.rows_written.load(Ordering::Relaxed), n as u64);
+    assert_eq!(count_rows(h.lake.path()), n);
+}
