@@ -856,6 +856,43 @@ mod tests {
             other => panic!("{other:?}"),
         }
 
+        // SSE-KMS with a key id, on both upload paths.
+        let mut kms = moto_store(&endpoint, &bucket, Sse::AwsKms).await;
+        kms.sse_kms_key_id = Some("alias/fleet-lake".into());
+        let k1 = "table=t/date=d/part-x-1-00000000000000000000.parquet";
+        let k2 = "table=t/date=d/part-x-1-00000000000000000100.parquet";
+        assert_eq!(
+            kms.put_if_absent(k1, vec![1; 10], o(0, 1)).await.unwrap(),
+            Put::Created
+        );
+        assert_eq!(
+            kms.put_if_absent(k2, vec![1; 6 * 1024 * 1024], o(100, 101))
+                .await
+                .unwrap(),
+            Put::Created
+        );
+        for k in [k1, k2] {
+            let head = kms
+                .client
+                .head_object()
+                .bucket(&bucket)
+                .key(format!("lake/{k}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                head.server_side_encryption(),
+                Some(&ServerSideEncryption::AwsKms),
+                "{k}"
+            );
+            assert!(
+                head.ssekms_key_id()
+                    .is_some_and(|id| id.contains("alias/fleet-lake")),
+                "{k}: {:?}",
+                head.ssekms_key_id()
+            );
+        }
+
         // A missing bucket is not worth retrying; the error says so.
         let gone = moto_store(&endpoint, "fp-no-such-bucket", Sse::None).await;
         let e = gone
