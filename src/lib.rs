@@ -49,6 +49,22 @@ pub fn kafka_or_skip(test: &str) -> Option<String> {
     }
 }
 
+/// The S3 endpoint of the test emulator (moto), or `None` (with a printed
+/// reason) when it is not configured. Under CI a missing emulator is a failure.
+pub fn moto_or_skip(test: &str) -> Option<String> {
+    match std::env::var("FLEETPULSE_MOTO") {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: FLEETPULSE_MOTO is not set under CI; .ci/run starts moto_server and sets it"
+            );
+            eprintln!("skipped {test}: FLEETPULSE_MOTO is not set (run `bash .ci/run`, which starts moto_server)");
+            None
+        }
+    }
+}
+
 /// A child process whose output goes to a log file; killed when dropped.
 pub struct Proc {
     name: String,
@@ -138,21 +154,28 @@ impl Drop for Proc {
 
 /// Run `tests/py/fpcheck.py <args>` and parse its JSON output.
 pub fn fpcheck(args: &[&str]) -> serde_json::Value {
-    let script = repo_root().join("tests/py/fpcheck.py");
+    pycheck("fpcheck.py", args)
+}
+
+/// Run `tests/py/<script> <args>` and parse the JSON it prints.
+pub fn pycheck(script: &str, args: &[&str]) -> serde_json::Value {
+    let script = repo_root().join("tests/py").join(script);
     let out = Command::new("python3")
         .arg(&script)
         .args(args)
         .output()
-        .expect("running python3 tests/py/fpcheck.py");
+        .unwrap_or_else(|e| panic!("running python3 {}: {e}", script.display()));
     assert!(
         out.status.success(),
-        "fpcheck {args:?} failed:\n{}\n{}",
+        "{} {args:?} failed:\n{}\n{}",
+        script.display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "fpcheck {args:?} printed no JSON ({e}): {}",
+            "{} {args:?} printed no JSON ({e}): {}",
+            script.display(),
             String::from_utf8_lossy(&out.stdout)
         )
     })

@@ -124,18 +124,24 @@ def cmd_raw(a):
 def cmd_lake(a):
     import duckdb
     import pyarrow.parquet as pq
-    files = sorted(glob.glob(os.path.join(a.lake, "*", "date=*", "*.parquet")))
+    # <lake>/table=<t>/date=YYYY-MM-DD[/hour=HH]/part-….parquet
+    files = sorted(glob.glob(os.path.join(a.lake, "table=*", "date=*", "**", "*.parquet"),
+                             recursive=True))
+
+    def table_of(f):
+        return os.path.relpath(f, a.lake).split(os.sep)[0][len("table="):]
+
     per_table = {}
-    for t in sorted({f.split(os.sep)[-3] for f in files}):
-        pattern = os.path.join(a.lake, t, "*", "*.parquet")
+    for t in sorted({table_of(f) for f in files}):
+        pattern = os.path.join(a.lake, f"table={t}", "**", "*.parquet")
         n, d = duckdb.sql(f"SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{pattern}')").fetchall()[0]
-        arrow_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.split(os.sep)[-3] == t)
+        arrow_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files if table_of(f) == t)
         per_table[t] = {"rows": n, "distinct": d, "pyarrow_rows": arrow_rows}
     lake_ids = []
     if files:
-        pattern = os.path.join(a.lake, "*", "date=*", "*.parquet")
+        pattern = os.path.join(a.lake, "table=*", "**", "*.parquet")
         lake_ids = [r[0] for r in duckdb.sql(
-            f"SELECT event_id FROM read_parquet('{pattern}', union_by_name = true)").fetchall()]
+            f"SELECT event_id FROM read_parquet('{pattern}', union_by_name = true, hive_partitioning = false)").fetchall()]
     out = {"files": len(files), "rows": len(lake_ids), "distinct": len(set(lake_ids)), "tables": per_table}
     if a.ids:
         with open(a.ids) as f:

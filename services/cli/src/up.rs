@@ -468,16 +468,16 @@ fn print_summary(s: &Summary) {
     println!();
     println!("Query it with DuckDB (pip install duckdb, or the duckdb CLI):");
     println!(
-        "  duckdb -c \"SELECT date, count(*) AS rows, count(DISTINCT device_id) AS devices FROM read_parquet('{}/device_status/*/*.parquet', hive_partitioning = true) GROUP BY date ORDER BY date\"",
+        "  duckdb -c \"SELECT date, count(*) AS rows, count(DISTINCT device_id) AS devices FROM read_parquet('{}/table=device_status/**/*.parquet', hive_partitioning = true) GROUP BY date ORDER BY date\"",
         s.lake
     );
     println!(
-        "  duckdb -c \"SELECT device_id, s.description, round(s.percent, 1) AS pct FROM (SELECT device_id, unnest(supplies) AS s FROM read_parquet('{}/device_status/*/*.parquet') QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY observed_at DESC) = 1) ORDER BY pct LIMIT 10\"",
+        "  duckdb -c \"SELECT device_id, s.description, round(s.percent, 1) AS pct FROM (SELECT device_id, unnest(supplies) AS s FROM read_parquet('{}/table=device_status/**/*.parquet') QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY observed_at DESC) = 1) ORDER BY pct LIMIT 10\"",
         s.lake
     );
     if s.printers_3d > 0 {
         println!(
-            "  duckdb -c \"SELECT device_id, completion_status, count(*) AS jobs FROM read_parquet('{}/job_record/*/*.parquet') GROUP BY ALL ORDER BY ALL\"",
+            "  duckdb -c \"SELECT device_id, completion_status, count(*) AS jobs FROM read_parquet('{}/table=job_record/**/*.parquet') GROUP BY ALL ORDER BY ALL\"",
             s.lake
         );
     }

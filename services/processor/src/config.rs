@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fleetpulse_core::config::{ConfigError, Validate};
+use fleetpulse_core::config::{read_secret, ConfigError, Validate};
 use fleetpulse_core::kafka::KafkaConfig;
+use fleetpulse_core::schema::RecordType;
 use serde::{Deserialize, Serialize};
 
 use crate::benchmark::BenchmarkConfig;
@@ -29,10 +30,12 @@ pub struct ProcessorConfig {
     /// Consumer group. Every processor of one lake shares it, so partitions are
     /// split between them and committed offsets mark what the lake holds.
     pub group_id: String,
-    /// Root of the Parquet lake: `<lake_dir>/<record_type>/date=YYYY-MM-DD/part-….parquet`.
+    /// Root of the local lake (`lake.store = "local"`):
+    /// `<lake_dir>/table=<t>/date=YYYY-MM-DD[/hour=HH]/part-….parquet`. Also
+    /// holds the processor's local state (`_state/`), with either store.
     pub lake_dir: PathBuf,
-    /// Roll a file when its buffered rows reach about this many bytes (estimate
-    /// from the JSON size of the rows, so the Parquet file is smaller).
+    /// Roll a file when it reaches about this many bytes of Parquet (target
+    /// file size; files close earlier when `lake.buffer_budget_bytes` is hit).
     pub roll_bytes: u64,
     /// Roll a file at the latest this long after its first row was buffered.
     #[serde(with = "humantime_serde")]
@@ -82,6 +85,216 @@ pub struct ProcessorConfig {
     pub ledger: LedgerConfig,
     /// Daily KPI aggregates: watermark and lateness (see `crate::kpi`).
     pub kpi: KpiConfig,
+    /// `[lake]`: where files go and how they are laid out.
+    pub lake: LakeConfig,
+}
+
+/// Where lake files are stored.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A local (or mounted) folder: `lake_dir`.
+    #[default]
+    Local,
+    /// An S3 bucket (or an S3-compatible store): `[lake.s3]`.
+    S3,
+}
+
+/// Server-side encryption of the objects written to S3.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum Sse {
+    /// No `x-amz-server-side-encryption` header (the bucket default applies).
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// SSE-S3.
+    #[serde(rename = "AES256")]
+    Aes256,
+    /// SSE-KMS, with `sse_kms_key_id` or the account's default KMS key.
+    #[serde(rename = "aws:kms")]
+    AwsKms,
+}
+
+/// `[lake]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    /// `"local"` (files under `lake_dir`) or `"s3"` (objects under `[lake.s3]`).
+    pub store: StoreKind,
+    /// zstd level of the Parquet pages (1..=22).
+    pub zstd_level: i32,
+    /// Close a row group when its encoded size reaches about this many bytes.
+    pub row_group_bytes: u64,
+    /// ... or when it holds this many rows.
+    pub row_group_rows: usize,
+    /// Bound of the memory all open files hold together (buffered rows plus
+    /// encoded Parquet not yet stored). When exceeded, the largest open file
+    /// is closed early.
+    pub buffer_budget_bytes: u64,
+    /// Tables partitioned by `hour=HH` below `date=` (high-volume tables).
+    pub hourly_tables: Vec<String>,
+    /// `[lake.s3]`, used with `store = "s3"`.
+    pub s3: S3Config,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            store: StoreKind::Local,
+            zstd_level: 3,
+            row_group_bytes: 64 * 1024 * 1024,
+            row_group_rows: 1024 * 1024,
+            buffer_budget_bytes: 512 * 1024 * 1024,
+            hourly_tables: vec!["device_heartbeat".into(), "device_status".into()],
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// `[lake.s3]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Bucket name. Required with `lake.store = "s3"`.
+    pub bucket: String,
+    /// Key prefix of every object (`""`: the bucket root).
+    pub prefix: String,
+    /// AWS region. Unset: the default chain (`AWS_REGION`, profile, IMDS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint override (MinIO, a VPC endpoint, a test server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Path-style requests (`<endpoint>/<bucket>/<key>`), as most
+    /// S3-compatible stores need.
+    pub force_path_style: bool,
+    /// Static access key id (`env:NAME`, `file:/path` or inline), with
+    /// `secret_access_key`. Unset: the default credential chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Static secret access key (`env:NAME`, `file:/path` or inline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// Server-side encryption: `"none"`, `"AES256"` or `"aws:kms"`.
+    pub sse: Sse,
+    /// KMS key id or ARN with `sse = "aws:kms"` (unset: the AWS-managed key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sse_kms_key_id: Option<String>,
+    /// Files larger than this go up by multipart upload, in parts of this
+    /// size (at least 5 MiB, S3's minimum part size).
+    pub part_size: u64,
+    /// Timeout of one API call (all SDK attempts included).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            prefix: String::new(),
+            region: None,
+            endpoint_url: None,
+            force_path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            sse: Sse::None,
+            sse_kms_key_id: None,
+            part_size: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// S3's minimum part size (every part but the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's maximum part size.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+impl LakeConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(invalid("lake.zstd_level", "must be within 1..=22"));
+        }
+        if self.row_group_bytes < 1024 * 1024 {
+            return Err(invalid("lake.row_group_bytes", "must be at least 1 MiB"));
+        }
+        if self.row_group_rows < 1024 {
+            return Err(invalid("lake.row_group_rows", "must be at least 1024"));
+        }
+        if self.buffer_budget_bytes < 1024 * 1024 {
+            return Err(invalid(
+                "lake.buffer_budget_bytes",
+                "must be at least 1 MiB",
+            ));
+        }
+        for t in &self.hourly_tables {
+            if !RecordType::ALL.iter().any(|r| r.name() == t) {
+                return Err(invalid(
+                    "lake.hourly_tables",
+                    &format!("unknown table {t:?}"),
+                ));
+            }
+        }
+        if self.store == StoreKind::S3 {
+            self.s3.check()?;
+        }
+        Ok(())
+    }
+}
+
+impl S3Config {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.bucket.trim().is_empty() {
+            return Err(invalid(
+                "lake.s3.bucket",
+                "required with lake.store = \"s3\"",
+            ));
+        }
+        if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(invalid("lake.s3.region", "must not be empty when set"));
+        }
+        if let Some(u) = &self.endpoint_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return Err(invalid(
+                    "lake.s3.endpoint_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(a), Some(s)) => {
+                read_secret("lake.s3.access_key_id", a)?;
+                read_secret("lake.s3.secret_access_key", s)?;
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "lake.s3.secret_access_key",
+                    "required with access_key_id",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "lake.s3.access_key_id",
+                    "required with secret_access_key",
+                ))
+            }
+            (None, None) => {}
+        }
+        if self.sse_kms_key_id.is_some() && self.sse != Sse::AwsKms {
+            return Err(invalid(
+                "lake.s3.sse_kms_key_id",
+                "only with sse = \"aws:kms\"",
+            ));
+        }
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
+            return Err(invalid("lake.s3.part_size", "must be within 5 MiB..=5 GiB"));
+        }
+        if self.request_timeout < Duration::from_secs(1) {
+            return Err(invalid("lake.s3.request_timeout", "must be at least 1s"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ProcessorConfig {
@@ -90,9 +303,9 @@ impl Default for ProcessorConfig {
             kafka: KafkaConfig::default(),
             group_id: "fleetpulse-processor".into(),
             lake_dir: PathBuf::from("./fleetpulse-data/lake"),
-            roll_bytes: 64 * 1024 * 1024,
-            roll_age: Duration::from_secs(60),
-            roll_idle: Duration::from_secs(10),
+            roll_bytes: 128 * 1024 * 1024,
+            roll_age: Duration::from_secs(15 * 60),
+            roll_idle: Duration::from_secs(60),
             pseudonym_key: None,
             pseudonym_key_id: "v1".into(),
             connector_secrets: BTreeMap::new(),
@@ -106,6 +319,7 @@ impl Default for ProcessorConfig {
             benchmark: BenchmarkConfig::default(),
             ledger: LedgerConfig::default(),
             kpi: KpiConfig::default(),
+            lake: LakeConfig::default(),
         }
     }
 }
@@ -203,7 +417,7 @@ impl Validate for ProcessorConfig {
         }
         self.ledger.validate("ledger.")?;
         self.kpi.validate()?;
-        Ok(())
+        self.lake.check()
     }
 }
 
@@ -233,8 +447,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.roll_age, Duration::from_secs(5));
-        assert_eq!(cfg.roll_idle, Duration::from_secs(10));
+        assert_eq!(cfg.roll_idle, Duration::from_secs(60));
         assert_eq!(cfg.roll_bytes, 1000);
+        assert_eq!(cfg.lake, LakeConfig::default());
         assert_eq!(cfg.group_id, "fleetpulse-processor");
         assert_eq!(cfg.signature_window, Duration::from_secs(300));
         assert!(!cfg.include_alerts);
@@ -299,5 +514,58 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ledger.max_delta"), "{err}");
+    }
+
+    #[test]
+    fn lake_section_parses_and_contradictions_are_named() {
+        let base = "pseudonym_key = \"env:PK\"\n[connector_secrets]\nc = \"env:C\"\n";
+        let cfg: ProcessorConfig = from_toml(&format!(
+            "{base}[lake]\nstore = \"s3\"\nhourly_tables = [\"device_status\"]\n\
+             [lake.s3]\nbucket = \"b\"\nprefix = \"lake\"\nendpoint_url = \"http://127.0.0.1:9\"\n\
+             force_path_style = true\nsse = \"aws:kms\"\nsse_kms_key_id = \"alias/x\"\npart_size = 8388608\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.lake.store, StoreKind::S3);
+        assert_eq!(cfg.lake.s3.sse, Sse::AwsKms);
+        assert_eq!(cfg.lake.s3.part_size, 8 * 1024 * 1024);
+        assert_eq!(cfg.lake.hourly_tables, ["device_status"]);
+        for (bad, key) in [
+            ("[lake]\nstore = \"s3\"\n", "lake.s3.bucket"),
+            (
+                "[lake]\nstore = \"s3\"\n[lake.s3]\nbucket = \"b\"\npart_size = 1000\n",
+                "lake.s3.part_size",
+            ),
+            (
+                "[lake]\nstore = \"s3\"\n[lake.s3]\nbucket = \"b\"\nsse_kms_key_id = \"k\"\n",
+                "lake.s3.sse_kms_key_id",
+            ),
+            (
+                "[lake]\nstore = \"s3\"\n[lake.s3]\nbucket = \"b\"\naccess_key_id = \"a\"\n",
+                "lake.s3.secret_access_key",
+            ),
+            ("[lake]\nhourly_tables = [\"nope\"]\n", "lake.hourly_tables"),
+            ("[lake]\nzstd_level = 0\n", "lake.zstd_level"),
+        ] {
+            let err = from_toml::<ProcessorConfig>(&format!("{base}{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        let err = from_toml::<ProcessorConfig>(&format!("{base}[lake.s3]\nsse = \"aes\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sse") || err.contains("aes"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_config_parses_with_the_defaults() {
+        let cfg: ProcessorConfig =
+            from_toml(include_str!("../../../deploy/processor.toml")).unwrap();
+        let defaults = ProcessorConfig::default();
+        assert_eq!(cfg.lake, defaults.lake);
+        assert_eq!(
+            (cfg.roll_bytes, cfg.roll_age, cfg.roll_idle),
+            (defaults.roll_bytes, defaults.roll_age, defaults.roll_idle)
+        );
     }
 }

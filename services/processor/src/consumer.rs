@@ -8,6 +8,12 @@
 //! owner replays from the committed offset and the lake's create-if-absent
 //! file names ([`crate::lake`]) absorb what had already been written.
 //!
+//! A partition may have one open file per lake directory; its commit point
+//! is the lowest first offset of its open files (everything before is
+//! settled). Memory is bounded by `lake.buffer_budget_bytes` over all open
+//! files: when a row takes the total over it, the largest open file is
+//! published early, whatever the number of partitions and directories.
+//!
 //! The one piece of state beside the offsets is the memory of recently used
 //! sequence numbers ([`crate::replay`]); it is saved next to the lake after
 //! commits, and losing it only weakens replay detection.
@@ -33,7 +39,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::config::ProcessorConfig;
-use crate::lake::{utc_date, LakeWriter, Published, Segment};
+use crate::lake::{Admit, LakeWriter, PartitionDir, Published, Segment};
 use crate::privacy::{observed_at, Transformer};
 use crate::replay::{self, Seen, SeqWindow};
 use crate::verify::{fmt_ms, ReferenceTime, Rejection, Verified, Verifier};
@@ -49,6 +55,13 @@ pub(crate) struct Stats {
     pub(crate) commits: AtomicU64,
     /// Partitions in the latest assignment.
     pub(crate) assigned: AtomicU64,
+    /// Rows added to open files.
+    pub(crate) rows_buffered: AtomicU64,
+    /// Highest memory held by all open files together, measured after a
+    /// row was added and before the budget is enforced.
+    pub(crate) peak_buffered_bytes: AtomicU64,
+    /// Files published early because the budget was exceeded.
+    pub(crate) budget_flushes: AtomicU64,
 }
 
 type PartKey = (String, i32);
@@ -88,36 +101,35 @@ impl ConsumerContext for Ctx {
 }
 
 struct PartState {
-    segment: Option<Segment>,
-    started: Instant,
-    touched: Instant,
+    /// Open files, one per lake directory.
+    segments: HashMap<PartitionDir, Segment>,
     /// Highest offset whose fate is settled or buffered.
     consumed_through: Option<i64>,
     /// Next offset committed to the group.
     committed: Option<i64>,
-    /// Offsets up to this one are in a lake file already.
-    skip_until: Option<i64>,
 }
 
 impl PartState {
     fn new() -> PartState {
-        let now = Instant::now();
         PartState {
-            segment: None,
-            started: now,
-            touched: now,
+            segments: HashMap::new(),
             consumed_through: None,
             committed: None,
-            skip_until: None,
         }
     }
 
-    /// The offset to commit now, if the commit point moved and nothing buffered precedes it.
+    /// The offset to commit now, if the commit point moved: the lowest
+    /// first offset of the open files, or past everything consumed.
     fn pending_commit(&self) -> Option<i64> {
-        if self.segment.is_some() {
-            return None;
-        }
-        let next = self.consumed_through? + 1;
+        let next = match self
+            .segments
+            .values()
+            .filter_map(Segment::first_offset)
+            .min()
+        {
+            Some(first) => first,
+            None => self.consumed_through? + 1,
+        };
         (self.committed.is_none_or(|c| c < next)).then_some(next)
     }
 }
@@ -131,8 +143,10 @@ pub(crate) struct Pipeline {
     transformer: Arc<Transformer>,
     lake: LakeWriter,
     roll_bytes: u64,
-    /// Estimated bytes buffered over all partitions.
+    /// Memory held by all open files ([`Segment::memory_bytes`]).
     buffered_bytes: u64,
+    /// Bound of `buffered_bytes` (`lake.buffer_budget_bytes`).
+    budget_bytes: u64,
     roll_age: Duration,
     roll_idle: Duration,
     parts: HashMap<PartKey, PartState>,
@@ -217,10 +231,10 @@ impl Pipeline {
         consumer
             .subscribe(&topic_refs)
             .map_err(kafka_err("subscribe"))?;
-        tracing::info!(topics = ?topics, group = %config.group_id, lake = %lake.dir().display(), "processor consuming");
+        tracing::info!(topics = ?topics, group = %config.group_id, lake = %lake.store().describe(""), "processor consuming");
         let sealer = crate::seal::from_config(config)?;
         let mut seqs = SeqWindow::new(config.signature_window);
-        for e in seqs.load(lake.dir()) {
+        for e in seqs.load(&config.lake_dir) {
             seq_state_failed("load", &e.to_string());
         }
         seq_state_loaded(&seqs);
@@ -234,6 +248,7 @@ impl Pipeline {
             lake,
             roll_bytes: config.roll_bytes,
             buffered_bytes: 0,
+            budget_bytes: config.lake.buffer_budget_bytes,
             roll_age: config.roll_age,
             roll_idle: config.roll_idle,
             parts: HashMap::new(),
@@ -294,9 +309,8 @@ impl Pipeline {
     /// Shutdown: make every buffer durable and commit.
     async fn drain(&mut self) -> Result<(), ProcessorError> {
         self.apply_revocations();
-        let keys: Vec<PartKey> = self.parts.keys().cloned().collect();
-        for k in keys {
-            self.flush(&k).await?;
+        for (k, dir) in self.open_files(|_| true) {
+            self.flush(&k, dir).await?;
         }
         self.commit_pending().await;
         self.save_seqs().await;
@@ -313,8 +327,8 @@ impl Pipeline {
             std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
         for key in revoked {
             if let Some(st) = self.parts.remove(&key) {
-                let rows = st.segment.as_ref().map_or(0, Segment::len);
-                let bytes = st.segment.as_ref().map_or(0, Segment::estimated_bytes);
+                let rows = st.segments.values().map(Segment::len).sum();
+                let bytes: usize = st.segments.values().map(Segment::memory_bytes).sum();
                 self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes as u64);
                 revoked_buffer_dropped(&key, rows);
             }
@@ -324,18 +338,12 @@ impl Pipeline {
     async fn on_tick(&mut self) -> Result<(), ProcessorError> {
         self.apply_revocations();
         let now = Instant::now();
-        let due: Vec<PartKey> = self
-            .parts
-            .iter()
-            .filter(|(_, st)| {
-                st.segment.is_some()
-                    && (now.duration_since(st.started) >= self.roll_age
-                        || now.duration_since(st.touched) >= self.roll_idle)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
-            self.flush(&k).await?;
+        let (age, idle) = (self.roll_age, self.roll_idle);
+        let due = self.open_files(|s| {
+            now.duration_since(s.opened()) >= age || now.duration_since(s.touched()) >= idle
+        });
+        for (k, dir) in due {
+            self.flush(&k, dir).await?;
         }
         self.commit_pending().await;
         if self.last_seq_save.elapsed() >= replay::SAVE_INTERVAL {
@@ -355,17 +363,6 @@ impl Pipeline {
         let st = self.parts.entry(key.clone()).or_insert_with(PartState::new);
         if st.consumed_through.is_some_and(|c| offset <= c) {
             tracing::debug!(topic = %key.0, partition = key.1, offset, "duplicate delivery ignored");
-            return Ok(());
-        }
-        if st.skip_until.is_some_and(|s| offset <= s) {
-            st.consumed_through = Some(offset);
-            metrics::counter!("fleetpulse_processor_records_skipped_total").increment(1);
-            // Verified by the run that wrote the file: remember its sequence
-            // number, in case the saved memory missed it.
-            if let Some(f) = signature_fields(&m).filter(|f| self.verifier.knows(&f.connector_id)) {
-                self.seqs
-                    .remember(&f.connector_id, f.seq, f.ts, (&key.0, key.1, offset));
-            }
             return Ok(());
         }
         if record_type == RecordType::MaintenanceAlert {
@@ -454,78 +451,124 @@ impl Pipeline {
                     .await
             }
         };
-        let Some(date) = observed_at(&value).and_then(utc_date) else {
+        let Some(dir) = observed_at(&value).and_then(|ms| self.lake.partition_dir(record_type, ms))
+        else {
             let rej = Rejection::new("bad_datum", "observed_at is outside years 1..=9999");
             return self.dead_letter(m, rej).await;
         };
         drop(value);
+        let Some(schema) = self.transformer.arrow_schema(record_type) else {
+            let rej = Rejection::new("bad_datum", "no lake schema for this record type");
+            return self.dead_letter(m, rej).await;
+        };
 
-        // One file holds one date: a record of another date closes the buffer.
-        let other_date = self
-            .parts
-            .get(&key)
-            .and_then(|st| st.segment.as_ref())
-            .is_some_and(|s| s.date() != date);
-        if other_date {
-            self.flush(&key).await?;
+        let mut row = Some(row);
+        while let Some(r) = row.take() {
+            let st = self.parts.entry(key.clone()).or_insert_with(PartState::new);
+            let seg = match st.segments.entry(dir) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    self.lake
+                        .open(record_type, schema.clone(), &key.0, key.1, dir, offset)
+                        .await?,
+                ),
+            };
+            match seg.admit(offset) {
+                Admit::Row => {
+                    let before = seg.memory_bytes() as u64;
+                    seg.push(offset, r)?;
+                    let after = seg.memory_bytes() as u64;
+                    self.buffered_bytes = (self.buffered_bytes + after).saturating_sub(before);
+                    self.stats.rows_buffered.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .peak_buffered_bytes
+                        .fetch_max(self.buffered_bytes, Ordering::Relaxed);
+                }
+                Admit::Covered { .. } => {
+                    // Verified and written by an earlier run.
+                    if seg.met_present(offset) {
+                        self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    st.consumed_through = st.consumed_through.max(Some(offset));
+                    metrics::counter!("fleetpulse_processor_records_skipped_total").increment(1);
+                    return Ok(());
+                }
+                Admit::Boundary => {
+                    // A present file starts here: close this one before it.
+                    self.flush(&key, dir).await?;
+                    row = Some(r);
+                }
+            }
         }
         let st = self.parts.entry(key.clone()).or_insert_with(PartState::new);
-        let now = Instant::now();
-        if st.segment.is_none() {
-            st.started = now;
-            st.segment = Some(Segment::new(record_type, &key.0, key.1, date));
+        st.consumed_through = st.consumed_through.max(Some(offset));
+        let full = st
+            .segments
+            .get(&dir)
+            .is_some_and(|s| s.file_bytes() as u64 >= self.roll_bytes);
+        if full {
+            self.flush(&key, dir).await?;
         }
-        let Some(segment) = st.segment.as_mut() else {
-            return Ok(());
-        };
-        let before = segment.estimated_bytes();
-        segment.push(offset, row);
-        let after = segment.estimated_bytes();
-        self.buffered_bytes += after.saturating_sub(before) as u64;
-        st.touched = now;
-        st.consumed_through = Some(offset);
-        if after as u64 >= self.roll_bytes {
-            self.flush(&key).await?;
-        } else if self.buffered_bytes > self.roll_bytes.saturating_mul(2) {
-            // Many partitions each below the roll size: bound memory by
-            // closing the largest buffer early.
+        // Bound memory whatever the number of open files: publish the
+        // largest early until the total is within the budget again.
+        while self.buffered_bytes > self.budget_bytes {
             let largest = self
                 .parts
                 .iter()
-                .filter_map(|(k, st)| Some((st.segment.as_ref()?.estimated_bytes(), k)))
-                .max()
-                .map(|(_, k)| k.clone());
-            if let Some(k) = largest {
-                self.flush(&k).await?;
+                .flat_map(|(k, st)| {
+                    st.segments
+                        .iter()
+                        .map(move |(d, s)| (s.memory_bytes(), k, *d))
+                })
+                .max_by_key(|(bytes, _, _)| *bytes)
+                .map(|(bytes, k, d)| (bytes, k.clone(), d));
+            match largest {
+                Some((bytes, k, d)) if bytes > 0 => {
+                    budget_exceeded(self.buffered_bytes, self.budget_bytes, bytes);
+                    self.stats.budget_flushes.fetch_add(1, Ordering::Relaxed);
+                    self.flush(&k, d).await?;
+                }
+                _ => {
+                    self.buffered_bytes = 0;
+                    break;
+                }
             }
         }
+        metrics::gauge!("fleetpulse_processor_buffered_bytes").set(self.buffered_bytes as f64);
         Ok(())
     }
 
-    /// Publish a partition's buffer durably, then commit past it.
-    async fn flush(&mut self, key: &PartKey) -> Result<(), ProcessorError> {
-        let Some(st) = self.parts.get_mut(key) else {
-            return Ok(());
-        };
-        let Some(segment) = st.segment.take() else {
+    /// Open files whose segment satisfies `pred`.
+    fn open_files(&self, pred: impl Fn(&Segment) -> bool) -> Vec<(PartKey, PartitionDir)> {
+        self.parts
+            .iter()
+            .flat_map(|(k, st)| {
+                st.segments
+                    .iter()
+                    .filter(|(_, s)| pred(s))
+                    .map(move |(d, _)| (k.clone(), *d))
+            })
+            .collect()
+    }
+
+    /// Publish an open file durably, then commit what that settles.
+    async fn flush(&mut self, key: &PartKey, dir: PartitionDir) -> Result<(), ProcessorError> {
+        let Some(segment) = self
+            .parts
+            .get_mut(key)
+            .and_then(|st| st.segments.remove(&dir))
+        else {
             return Ok(());
         };
         self.buffered_bytes = self
             .buffered_bytes
-            .saturating_sub(segment.estimated_bytes() as u64);
-        let record_type = segment.record_type();
-        let Some(schema) = self.transformer.arrow_schema(record_type) else {
+            .saturating_sub(segment.memory_bytes() as u64);
+        if segment.is_empty() {
             return Ok(());
-        };
-        let lake = self.lake.clone();
-        let published = tokio::task::spawn_blocking(move || lake.publish(segment, schema))
-            .await
-            .map_err(|e| ProcessorError::Task(e.to_string()))??;
-        files_published(record_type, &published, &self.stats);
-        if let Some(st) = self.parts.get_mut(key) {
-            st.skip_until = st.skip_until.max(published.skip_until);
-            st.consumed_through = st.consumed_through.max(published.durable_through);
         }
+        let record_type = segment.record_type();
+        let published = self.lake.publish(segment).await?;
+        files_published(record_type, &published, &self.stats);
         self.commit(vec![key.clone()]).await;
         Ok(())
     }
@@ -665,17 +708,6 @@ impl Pipeline {
     }
 }
 
-/// The signature headers of a message, unverified (`None` if absent or
-/// unreadable; rdkafka panics on a header name that is not UTF-8).
-fn signature_fields(m: &OwnedMessage) -> Option<SignatureFields> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let headers = m.headers()?;
-        SignatureFields::from_headers(headers.iter().map(|h| (h.key, h.value))).ok()
-    }))
-    .ok()
-    .flatten()
-}
-
 // Events: each logs its line and bumps its metrics together.
 
 fn sequence_out_of_order(sig: &SignatureFields, max: u64) {
@@ -730,7 +762,7 @@ fn dead_lettered(m: &OwnedMessage, rej: &Rejection, stats: &Stats) {
 
 fn files_published(record_type: RecordType, p: &Published, stats: &Stats) {
     for f in &p.files {
-        tracing::info!(table = record_type.name(), path = %f.display(), "lake file published");
+        tracing::info!(table = record_type.name(), file = %f, bytes = p.bytes_written, "lake file published");
     }
     let table = record_type.name();
     if p.rows_written > 0 {
@@ -757,6 +789,16 @@ fn files_published(record_type: RecordType, p: &Published, stats: &Stats) {
             .files_skipped
             .fetch_add(p.files_skipped, Ordering::Relaxed);
     }
+}
+
+fn budget_exceeded(buffered: u64, budget: u64, largest: usize) {
+    tracing::debug!(
+        buffered,
+        budget,
+        largest,
+        "lake buffer budget exceeded: publishing the largest open file early"
+    );
+    metrics::counter!("fleetpulse_processor_budget_flushes_total").increment(1);
 }
 
 fn commit_failed(planned: &[(PartKey, i64)], error: &str) {

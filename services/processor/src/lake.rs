@@ -1,38 +1,56 @@
 //! The Parquet lake: one file per contiguous offset range of one partition
-//! and one date, published with create-if-absent semantics.
+//! and one Hive partition directory, published with create-if-absent
+//! semantics to a local folder or S3 ([`crate::store`]).
+//!
+//! Layout (keys relative to `lake_dir` or to `lake.s3.prefix`):
+//!
+//! ```text
+//! table=<table>/date=YYYY-MM-DD/[hour=HH/]part-<topic>-<partition>-<first_offset:020>.parquet
+//! ```
 //!
 //! Exactly-once without a transaction log: a file's name is derived from the
-//! Kafka offset of its first row (`part-<partition>-<first_offset>.parquet`),
-//! and a file is published by `hard_link(tmp, final)`, which fails when the
-//! name exists. After a crash, the processor replays from the committed
-//! offset; the first row it buffers has the same offset as the first row of
-//! the file the crashed run may have published, so it meets that file,
-//! reads the last offset it holds from the footer, and skips exactly those
-//! rows. Roll timing may differ between runs; the names never collide with
-//! different contents because each file starts where the previous one ended.
-//! A replay may also decide differently (a record the crashed run rejected,
-//! e.g. for clock skew, is accepted now), so a replayed segment can start
-//! before a present file or run into one: publishing looks at all of the
-//! partition's files of that date, skips what a present file covers and
-//! stops each new file before the next present one ([`LakeWriter::publish`]).
+//! Kafka offset of its first row, and the store creates a name only if it is
+//! free. A row's directory comes from the record itself (`observed_at`), so a
+//! replay sends every offset to the directory it went to before.
+//!
+//! A partition may have several files open at once, one per directory (late
+//! records, the minutes around an hour boundary): each file holds the rows
+//! of its directory from a contiguous range of offsets, and the offset
+//! committed to Kafka is the lowest first offset of the open files. When a
+//! file is opened, the partition's files already present in that directory
+//! are listed once, with their first and last offsets (S3 object metadata or
+//! the Parquet footer). A row covered by a present file is skipped
+//! ([`Admit::Covered`]); a row that would make the open file run into a
+//! present file closes the open file first ([`Admit::Boundary`]). So a
+//! replay whose roll timing or accept/reject decisions differ from the
+//! crashed run's still writes every offset once.
+//!
+//! Files are built as they fill (rows -> Arrow batches -> Parquet row groups,
+//! zstd, statistics on), so an open file holds encoded Parquet plus at most
+//! one batch of rows; [`Segment::memory_bytes`] is what the consumer's global
+//! budget counts.
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
 use arrow_schema::SchemaRef;
-use chrono::{DateTime, Datelike, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate, Timelike};
+use fleetpulse_core::config::ConfigError;
 use fleetpulse_core::schema::RecordType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use serde_json::{Map, Value as Json};
 
 use crate::arrow_schema::record_batch;
+use crate::config::{ProcessorConfig, StoreKind};
 use crate::privacy::{COL_OFFSET, COL_PARTITION};
+use crate::store::{
+    by_first_offset, FileOffsets, LocalStore, Put, S3Store, Store, StoreError, StoredOffsets,
+};
 
 /// File metadata key: offset of the first row.
 pub const META_FIRST_OFFSET: &str = "fleetpulse.first_offset";
@@ -43,50 +61,55 @@ pub const META_TOPIC: &str = "fleetpulse.topic";
 /// File metadata key: partition the rows were read from.
 pub const META_PARTITION: &str = "fleetpulse.partition";
 
+/// Rows converted to one Arrow batch at a time.
+const BATCH_ROWS: usize = 8192;
+
 /// Why a file could not be written or read back.
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
-    /// A file-system operation failed (disk full, permissions…).
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// Path concerned.
-        path: PathBuf,
-        /// The OS error.
-        source: io::Error,
-    },
+    /// The store failed (file system or S3).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Rows could not be turned into Arrow / Parquet (a schema defect).
-    #[error("cannot encode rows for {path}: {reason}")]
+    #[error("cannot encode rows for {key}: {reason}")]
     Encode {
         /// Target file.
-        path: PathBuf,
+        key: String,
         /// The encoder's words.
         reason: String,
     },
-    /// A published file lacks a readable `fleetpulse.last_offset`.
-    #[error("lake file {path} is unreadable: {reason}")]
+    /// A published file lacks readable offsets.
+    #[error("lake file {key} is unreadable: {reason}")]
     Corrupt {
         /// The file.
-        path: PathBuf,
+        key: String,
         /// What is wrong.
         reason: String,
+    },
+    /// Another writer published a file of the same name holding fewer rows
+    /// after this one was opened (a zombie owner of the partition). A
+    /// restart replays from the committed offset and sees that file.
+    #[error("lake file {key} appeared meanwhile with rows through offset {present_last}, this one reaches {last}")]
+    Conflict {
+        /// The file.
+        key: String,
+        /// Last offset of the present file.
+        present_last: i64,
+        /// Last offset of the rows not written.
+        last: i64,
     },
 }
 
 impl LakeError {
-    /// Whether trying again later may succeed (I/O may; a schema defect or
-    /// a corrupt published file needs a person).
+    /// Whether trying again later may succeed (I/O and transient S3 errors
+    /// may, a restart resolves a conflict; a schema defect or a corrupt
+    /// published file needs a person).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, LakeError::Io { .. })
-    }
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LakeError + 'a {
-    move |source| LakeError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
+        match self {
+            LakeError::Store(e) => e.is_retriable(),
+            LakeError::Conflict { .. } => true,
+            LakeError::Encode { .. } | LakeError::Corrupt { .. } => false,
+        }
     }
 }
 
@@ -96,67 +119,283 @@ pub fn utc_date(ms: i64) -> Option<NaiveDate> {
     (1..=9999).contains(&d.year()).then_some(d)
 }
 
-/// Buffered rows of one partition and one date, in offset order: the
-/// contents of the next file.
+/// The Hive partition directory of a row: its UTC date, and its hour for
+/// hourly tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionDir {
+    /// `date=YYYY-MM-DD`.
+    pub date: NaiveDate,
+    /// `hour=HH`, for hourly tables.
+    pub hour: Option<u32>,
+}
+
+impl PartitionDir {
+    /// `table=<t>/date=YYYY-MM-DD[/hour=HH]`.
+    pub fn key(&self, record_type: RecordType) -> String {
+        let mut k = format!(
+            "table={}/date={}",
+            record_type.name(),
+            self.date.format("%Y-%m-%d")
+        );
+        if let Some(h) = self.hour {
+            k.push_str(&format!("/hour={h:02}"));
+        }
+        k
+    }
+}
+
+/// Parquet options of every file.
 #[derive(Debug, Clone)]
+pub struct FileOptions {
+    /// zstd level.
+    pub zstd_level: i32,
+    /// Close a row group at about this encoded size.
+    pub row_group_bytes: usize,
+    /// ... or at this many rows.
+    pub row_group_rows: usize,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            zstd_level: 3,
+            row_group_bytes: 64 * 1024 * 1024,
+            row_group_rows: 1024 * 1024,
+        }
+    }
+}
+
+/// What [`Segment::admit`] says about the next row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Buffer it.
+    Row,
+    /// A present file holds it (and every offset up to `last` of this directory).
+    Covered {
+        /// Last offset of the present file.
+        last: i64,
+    },
+    /// It lies beyond a present file's first offset: publish this segment
+    /// first, then open a new one.
+    Boundary,
+}
+
+/// An open file: rows of one partition and one directory, in offset order.
 pub struct Segment {
     record_type: RecordType,
     topic: String,
     partition: i32,
-    date: NaiveDate,
-    rows: Vec<(i64, Map<String, Json>)>,
-    bytes: usize,
+    dir: PartitionDir,
+    schema: SchemaRef,
+    props: WriterProperties,
+    /// The partition's files present in the directory when it was opened,
+    /// that may hold offsets from the opening offset on, by first offset.
+    present: Vec<FileOffsets>,
+    /// First offsets of the present files a row was found in.
+    met: Vec<i64>,
+    pending: Vec<Map<String, Json>>,
+    pending_bytes: usize,
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    first: Option<i64>,
+    last: Option<i64>,
+    rows: usize,
+    opened: Instant,
+    touched: Instant,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("table", &self.record_type.name())
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("dir", &self.dir)
+            .field("first", &self.first)
+            .field("last", &self.last)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Segment {
-    /// An empty segment.
-    pub fn new(record_type: RecordType, topic: &str, partition: i32, date: NaiveDate) -> Segment {
-        Segment {
-            record_type,
-            topic: topic.to_string(),
-            partition,
-            date,
-            rows: Vec::new(),
-            bytes: 0,
+    /// Whether the row at `offset` is to be buffered, is already in a
+    /// present file, or must start a new file.
+    pub fn admit(&self, offset: i64) -> Admit {
+        if let Some(p) = self
+            .present
+            .iter()
+            .find(|p| p.first <= offset && offset <= p.last)
+        {
+            return Admit::Covered { last: p.last };
         }
+        if let Some(first) = self.first {
+            if self
+                .present
+                .iter()
+                .any(|p| first < p.first && p.first <= offset)
+            {
+                return Admit::Boundary;
+            }
+        }
+        Admit::Row
     }
 
-    /// Add a transformed row read at `offset` (offsets must increase).
-    pub fn push(&mut self, offset: i64, mut row: Map<String, Json>) {
+    /// Note that the row at `offset` was found in a present file; true the
+    /// first time that file is met (it is logged and counted once).
+    pub fn met_present(&mut self, offset: i64) -> bool {
+        let Some(p) = self
+            .present
+            .iter()
+            .find(|p| p.first <= offset && offset <= p.last)
+        else {
+            return false;
+        };
+        if self.met.contains(&p.first) {
+            return false;
+        }
+        self.met.push(p.first);
+        skipped_existing(&self.key_at(p.first), *p);
+        true
+    }
+
+    /// Add a transformed row read at `offset` (offsets must increase, and
+    /// [`Segment::admit`] must have said [`Admit::Row`]). Every
+    /// [`BATCH_ROWS`] rows are encoded into the file.
+    pub fn push(&mut self, offset: i64, mut row: Map<String, Json>) -> Result<(), LakeError> {
         row.insert(COL_PARTITION.into(), Json::from(self.partition));
         row.insert(COL_OFFSET.into(), Json::from(offset));
-        self.bytes += 2 + row_estimate(&row);
-        self.rows.push((offset, row));
+        self.pending_bytes += 2 + row_estimate(&row);
+        self.pending.push(row);
+        self.first.get_or_insert(offset);
+        self.last = Some(offset);
+        self.rows += 1;
+        self.touched = Instant::now();
+        if self.pending.len() >= BATCH_ROWS {
+            self.encode_pending()?;
+        }
+        Ok(())
     }
 
-    /// The date of every row.
-    pub fn date(&self) -> NaiveDate {
-        self.date
+    fn encode_pending(&mut self) -> Result<(), LakeError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let key = self.key();
+        let encode = |reason: String| LakeError::Encode {
+            key: key.clone(),
+            reason,
+        };
+        let batch = record_batch(&self.schema, &self.pending).map_err(|e| encode(e.to_string()))?;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        if self.writer.is_none() {
+            self.writer = Some(
+                ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.props.clone()))
+                    .map_err(|e| encode(e.to_string()))?,
+            );
+        }
+        if let Some(w) = self.writer.as_mut() {
+            // Row groups close at `row_group_rows` / `row_group_bytes`.
+            w.write(&batch).map_err(|e| encode(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Encode what is left and write the footer.
+    fn finish(mut self) -> Result<(Vec<u8>, FileOffsets, usize), LakeError> {
+        self.encode_pending()?;
+        let key = self.key();
+        let (Some(first), Some(last), Some(mut w)) = (self.first, self.last, self.writer.take())
+        else {
+            return Err(LakeError::Encode {
+                key,
+                reason: "no rows".into(),
+            });
+        };
+        for (k, v) in [
+            (META_FIRST_OFFSET, first.to_string()),
+            (META_LAST_OFFSET, last.to_string()),
+            (META_TOPIC, self.topic.clone()),
+            (META_PARTITION, self.partition.to_string()),
+        ] {
+            w.append_key_value_metadata(KeyValue::new(k.into(), v));
+        }
+        let bytes = w.into_inner().map_err(|e| LakeError::Encode {
+            key,
+            reason: e.to_string(),
+        })?;
+        Ok((bytes, FileOffsets { first, last }, self.rows))
+    }
+
+    /// The key this segment is published under (from its first offset).
+    pub fn key(&self) -> String {
+        self.key_at(self.first.unwrap_or(0))
+    }
+
+    fn key_at(&self, first: i64) -> String {
+        file_key(
+            self.record_type,
+            &self.dir,
+            &self.topic,
+            self.partition,
+            first,
+        )
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> PartitionDir {
+        self.dir
     }
 
     /// Rows buffered.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows
     }
 
     /// Whether no row is buffered.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows == 0
     }
 
-    /// Estimated size of the rows (their JSON size).
-    pub fn estimated_bytes(&self) -> usize {
-        self.bytes
+    /// Memory held: rows not yet encoded (an estimate) plus the encoded
+    /// Parquet (flushed row groups and the one in progress).
+    pub fn memory_bytes(&self) -> usize {
+        // A buffered row lives as a `serde_json::Map`: about three times
+        // the size of its JSON text.
+        self.pending_bytes * 3
+            + self
+                .writer
+                .as_ref()
+                .map_or(0, |w| w.memory_size() + w.inner().len())
+    }
+
+    /// Estimated size of the file if it were closed now.
+    pub fn file_bytes(&self) -> usize {
+        self.pending_bytes / 8
+            + self
+                .writer
+                .as_ref()
+                .map_or(0, |w| w.in_progress_size() + w.bytes_written())
     }
 
     /// Offset of the first row.
     pub fn first_offset(&self) -> Option<i64> {
-        self.rows.first().map(|(o, _)| *o)
+        self.first
     }
 
     /// Offset of the last row.
     pub fn last_offset(&self) -> Option<i64> {
-        self.rows.last().map(|(o, _)| *o)
+        self.last
+    }
+
+    /// When it was opened.
+    pub fn opened(&self) -> Instant {
+        self.opened
+    }
+
+    /// When the last row was added (or it was opened).
+    pub fn touched(&self) -> Instant {
+        self.touched
     }
 
     /// The record type of the rows.
@@ -180,324 +419,290 @@ fn estimate(v: &Json) -> usize {
     }
 }
 
+/// `table=<t>/date=YYYY-MM-DD[/hour=HH]/part-<topic>-<partition>-<first_offset:020>.parquet`.
+pub fn file_key(
+    record_type: RecordType,
+    dir: &PartitionDir,
+    topic: &str,
+    partition: i32,
+    first_offset: i64,
+) -> String {
+    format!(
+        "{}/{}{first_offset:020}.parquet",
+        dir.key(record_type),
+        name_prefix(topic, partition)
+    )
+}
+
+fn name_prefix(topic: &str, partition: i32) -> String {
+    format!("part-{topic}-{partition}-")
+}
+
 /// What publishing a segment did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Published {
     /// Rows this call made durable.
     pub rows_written: u64,
-    /// Files this call created.
-    pub files: Vec<PathBuf>,
+    /// Files this call created (printable locations).
+    pub files: Vec<String>,
     /// Files found already present (rows skipped).
     pub files_skipped: u64,
     /// Rows dropped because a present file already holds them.
     pub rows_skipped: u64,
-    /// Highest `fleetpulse.last_offset` of the files found present.
-    pub skip_until: Option<i64>,
-    /// Every offset up to this one is durable in the lake (or was not a row).
-    pub durable_through: Option<i64>,
+    /// Bytes this call stored.
+    pub bytes_written: u64,
 }
 
-/// Writes segments as Parquet files under a lake directory.
+/// Opens and publishes files in a store.
 #[derive(Debug, Clone)]
 pub struct LakeWriter {
-    dir: PathBuf,
-    zstd_level: i32,
+    store: Arc<Store>,
+    options: FileOptions,
+    hourly: Vec<RecordType>,
 }
 
 impl LakeWriter {
-    /// A writer under `dir` (created on first write).
-    pub fn new(dir: impl Into<PathBuf>) -> LakeWriter {
+    /// A writer of `store` with these options; `hourly_tables` get an
+    /// `hour=HH` directory level.
+    pub fn new(store: Store, options: FileOptions, hourly_tables: &[String]) -> LakeWriter {
         LakeWriter {
-            dir: dir.into(),
-            zstd_level: 3,
+            store: Arc::new(store),
+            options,
+            hourly: RecordType::ALL
+                .into_iter()
+                .filter(|t| hourly_tables.iter().any(|h| h == t.name()))
+                .collect(),
         }
     }
 
-    /// The lake directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// A writer of a local folder with the default options.
+    pub fn local(dir: impl Into<std::path::PathBuf>) -> LakeWriter {
+        let cfg = crate::config::LakeConfig::default();
+        LakeWriter::new(
+            Store::Local(LocalStore::new(dir)),
+            FileOptions::default(),
+            &cfg.hourly_tables,
+        )
     }
 
-    /// `<lake>/<record_type>/date=YYYY-MM-DD/part-<partition>-<first_offset:020>.parquet`.
-    pub fn file_path(
+    /// The writer a configuration describes (S3 credentials are read now).
+    pub async fn from_config(config: &ProcessorConfig) -> Result<LakeWriter, ConfigError> {
+        let lake = &config.lake;
+        let store = match lake.store {
+            StoreKind::Local => Store::Local(LocalStore::new(&config.lake_dir)),
+            StoreKind::S3 => Store::S3(S3Store::new(&lake.s3).await?),
+        };
+        let options = FileOptions {
+            zstd_level: lake.zstd_level,
+            row_group_bytes: usize::try_from(lake.row_group_bytes).unwrap_or(usize::MAX),
+            row_group_rows: lake.row_group_rows,
+        };
+        Ok(LakeWriter::new(store, options, &lake.hourly_tables))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The directory of a row of `record_type` observed at `observed_at_ms`
+    /// (`None` outside years 1..=9999).
+    pub fn partition_dir(
         &self,
         record_type: RecordType,
-        date: NaiveDate,
-        partition: i32,
-        first_offset: i64,
-    ) -> PathBuf {
-        self.dir
-            .join(record_type.name())
-            .join(format!("date={}", date.format("%Y-%m-%d")))
-            .join(format!("part-{partition}-{first_offset:020}.parquet"))
+        observed_at_ms: i64,
+    ) -> Option<PartitionDir> {
+        let date = utc_date(observed_at_ms)?;
+        let hour = self
+            .hourly
+            .contains(&record_type)
+            .then(|| DateTime::from_timestamp_millis(observed_at_ms).map(|t| t.hour()))
+            .flatten();
+        Some(PartitionDir { date, hour })
     }
 
-    /// Make the segment durable: write the rows not already in a present
-    /// file, skipping those that are. See the module docs.
-    ///
-    /// The partition's files present in the segment's date directory are
-    /// listed first. Rows up to the `last_offset` of the nearest file that
-    /// starts at or before a row are skipped, and a new file ends before the
-    /// next present file's first offset (the rest is written as its own
-    /// file), so a replay whose accept/reject decisions differ from the
-    /// crashed run's (a record rejected then, accepted now) still writes
-    /// every offset once. Only this date directory can hold the rows: a
-    /// row's date comes from the record itself, so an offset accepted by two
-    /// runs lands in the same directory both times. The listing is not
-    /// cached, so files another processor published before a rebalance are
-    /// always seen.
-    pub fn publish(&self, segment: Segment, schema: SchemaRef) -> Result<Published, LakeError> {
-        let mut out = Published {
-            durable_through: segment.last_offset(),
-            ..Published::default()
-        };
-        let rows = segment.rows;
-        if rows.is_empty() {
-            return Ok(out);
-        }
-        let dir = self
-            .file_path(segment.record_type, segment.date, segment.partition, 0)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        self.ensure_dir(&dir)?;
-        let mut present = present_files(&dir, segment.partition)?;
-        let mut start = 0;
-        while start < rows.len() {
-            let first = rows[start].0;
-            // A present file that starts at or before this row and reaches it.
-            if let Some((&file_first, path)) = present.range(..=first).next_back() {
-                let last = read_last_offset(path)?;
-                if last >= first {
-                    skipped_existing(path, file_first, last);
-                    out.files_skipped += 1;
-                    out.skip_until = out.skip_until.max(Some(last));
-                    out.durable_through = out.durable_through.max(Some(last));
-                    let next = start + rows[start..].partition_point(|(o, _)| *o <= last);
-                    out.rows_skipped += (next - start) as u64;
-                    start = next;
-                    continue;
-                }
-            }
-            // End before the next present file: it holds what follows.
-            let next_file = present
-                .range(first.saturating_add(1)..)
-                .next()
-                .map(|(f, _)| *f);
-            let end =
-                start + rows[start..].partition_point(|(o, _)| next_file.is_none_or(|n| *o < n));
-            let path = self.file_path(segment.record_type, segment.date, segment.partition, first);
-            let chunk = &rows[start..end];
-            let tmp = dir.join(format!(
-                ".part-{}-{first:020}.parquet.{}-{}.tmp",
-                segment.partition,
-                std::process::id(),
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0)
-            ));
-            let written = self.write_file(
-                &tmp,
-                &path,
-                schema.clone(),
-                chunk,
-                &segment.topic,
-                segment.partition,
-            );
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            let linked = std::fs::hard_link(&tmp, &path);
-            let _ = std::fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => {
-                    sync_dir(&dir)?;
-                    out.rows_written += chunk.len() as u64;
-                    out.files.push(path.clone());
-                    present.insert(first, path);
-                    start = end;
-                }
-                // Someone published the same name meanwhile: read theirs.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    present.insert(first, path);
-                }
-                Err(e) => return Err(io_err("publish", &path)(e)),
-            }
-        }
-        Ok(out)
-    }
-
-    fn ensure_dir(&self, dir: &Path) -> Result<(), LakeError> {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-        // Make the new directory entries durable too.
-        let mut d = dir.parent();
-        while let Some(p) = d {
-            sync_dir(p)?;
-            if p == self.dir || !p.starts_with(&self.dir) {
-                break;
-            }
-            d = p.parent();
-        }
-        Ok(())
-    }
-
-    fn write_file(
-        &self,
-        tmp: &Path,
-        final_path: &Path,
-        schema: SchemaRef,
-        rows: &[(i64, Map<String, Json>)],
-        topic: &str,
-        partition: i32,
-    ) -> Result<(), LakeError> {
-        let encode = |reason: String| LakeError::Encode {
-            path: final_path.to_path_buf(),
-            reason,
-        };
-        let first = rows.first().map(|(o, _)| *o).unwrap_or(0);
-        let last = rows.last().map(|(o, _)| *o).unwrap_or(0);
-        let json_rows: Vec<&Map<String, Json>> = rows.iter().map(|(_, r)| r).collect();
-        let batch = record_batch(&schema, &json_rows).map_err(|e| encode(e.to_string()))?;
-        let props = WriterProperties::builder()
+    fn props(&self) -> WriterProperties {
+        WriterProperties::builder()
+            .set_writer_version(WriterVersion::PARQUET_1_0)
             .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(self.zstd_level).unwrap_or_default(),
+                ZstdLevel::try_new(self.options.zstd_level).unwrap_or_default(),
             ))
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_key_value_metadata(Some(vec![
-                KeyValue::new(META_FIRST_OFFSET.into(), first.to_string()),
-                KeyValue::new(META_LAST_OFFSET.into(), last.to_string()),
-                KeyValue::new(META_TOPIC.into(), topic.to_string()),
-                KeyValue::new(META_PARTITION.into(), partition.to_string()),
-            ]))
-            .build();
-        let file = File::create(tmp).map_err(io_err("create", tmp))?;
-        let mut writer = ArrowWriter::try_new(
-            file.try_clone().map_err(io_err("open", tmp))?,
-            schema,
-            Some(props),
-        )
-        .map_err(|e| encode(e.to_string()))?;
-        writer.write(&batch).map_err(|e| encode(e.to_string()))?;
-        writer.close().map_err(|e| LakeError::Io {
-            op: "write",
-            path: tmp.to_path_buf(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        file.sync_all().map_err(io_err("fsync", tmp))?;
-        Ok(())
+            .set_dictionary_enabled(true)
+            .set_max_row_group_row_count(Some(self.options.row_group_rows.max(1)))
+            .set_max_row_group_bytes(Some(self.options.row_group_bytes.max(1)))
+            .build()
     }
 
-    /// Remove temporary files older than `max_age` left by crashed writers.
-    /// Younger ones may belong to a live processor and are left alone.
-    pub fn sweep_temp_files(&self, max_age: Duration) -> usize {
-        let mut removed = 0;
-        let now = SystemTime::now();
-        let Ok(tables) = std::fs::read_dir(&self.dir) else {
-            return 0;
+    /// Open a file of `partition` in `dir` whose first row will be at (or
+    /// after) `offset`: lists the partition's files present in `dir` and
+    /// reads the offsets of those that may hold `offset` or later ones.
+    pub async fn open(
+        &self,
+        record_type: RecordType,
+        schema: SchemaRef,
+        topic: &str,
+        partition: i32,
+        dir: PartitionDir,
+        offset: i64,
+    ) -> Result<Segment, LakeError> {
+        let prefix = name_prefix(topic, partition);
+        let keys = self.store.list(&dir.key(record_type), &prefix).await?;
+        let by_first = by_first_offset(&keys, &prefix);
+        let mut relevant: Vec<&String> = by_first
+            .range(..=offset)
+            .next_back()
+            .map(|(_, k)| k)
+            .into_iter()
+            .collect();
+        relevant.extend(by_first.range(offset.saturating_add(1)..).map(|(_, k)| k));
+        let mut present = Vec::with_capacity(relevant.len());
+        for key in relevant {
+            present.push(self.offsets_of(key).await?);
+        }
+        present.sort_by_key(|p| p.first);
+        let now = Instant::now();
+        Ok(Segment {
+            record_type,
+            topic: topic.to_string(),
+            partition,
+            dir,
+            schema,
+            props: self.props(),
+            present,
+            met: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            writer: None,
+            first: None,
+            last: None,
+            rows: 0,
+            opened: now,
+            touched: now,
+        })
+    }
+
+    /// First and last offset of a present file.
+    async fn offsets_of(&self, key: &str) -> Result<FileOffsets, LakeError> {
+        let corrupt = |reason: String| LakeError::Corrupt {
+            key: self.store.describe(key),
+            reason,
         };
-        for table in tables.flatten() {
-            let Ok(dates) = std::fs::read_dir(table.path()) else {
-                continue;
-            };
-            for date in dates.flatten() {
-                let Ok(files) = std::fs::read_dir(date.path()) else {
-                    continue;
-                };
-                for f in files.flatten() {
-                    let name = f.file_name();
-                    let name = name.to_string_lossy();
-                    if !(name.starts_with(".part-") && name.ends_with(".tmp")) {
-                        continue;
-                    }
-                    let old = f
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|m| now.duration_since(m).ok())
-                        .is_some_and(|age| age > max_age);
-                    if old && std::fs::remove_file(f.path()).is_ok() {
-                        removed += 1;
-                    }
-                }
+        match self.store.offsets_of(key).await? {
+            StoredOffsets::Known(o) => Ok(o),
+            StoredOffsets::File(path) => {
+                let meta = tokio::task::spawn_blocking(move || read_metadata(&path))
+                    .await
+                    .map_err(|e| corrupt(e.to_string()))??;
+                footer_offsets(&meta).ok_or_else(|| {
+                    corrupt("no integer fleetpulse.first_offset/last_offset in the footer".into())
+                })
+            }
+            StoredOffsets::Bytes(bytes) => {
+                let meta = ParquetMetaDataReader::new()
+                    .parse_and_finish(&bytes)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                footer_offsets(&key_values(&meta)).ok_or_else(|| {
+                    corrupt("no integer fleetpulse.first_offset/last_offset in the footer".into())
+                })
             }
         }
-        removed
+    }
+
+    /// Make the segment durable under its name, unless a file of that name
+    /// is present already (written by an earlier run that crashed before
+    /// committing): then its rows are skipped. See the module docs.
+    pub async fn publish(&self, segment: Segment) -> Result<Published, LakeError> {
+        if segment.is_empty() {
+            return Ok(Published::default());
+        }
+        let key = segment.key();
+        let (bytes, offsets, rows) = tokio::task::spawn_blocking(move || segment.finish())
+            .await
+            .map_err(|e| LakeError::Encode {
+                key: key.clone(),
+                reason: e.to_string(),
+            })??;
+        let size = bytes.len() as u64;
+        match self.store.put_if_absent(&key, bytes, offsets).await? {
+            Put::Created => Ok(Published {
+                rows_written: rows as u64,
+                files: vec![self.store.describe(&key)],
+                bytes_written: size,
+                ..Published::default()
+            }),
+            Put::AlreadyExists => {
+                let present = self.offsets_of(&key).await?;
+                if present.last < offsets.last {
+                    return Err(LakeError::Conflict {
+                        key: self.store.describe(&key),
+                        present_last: present.last,
+                        last: offsets.last,
+                    });
+                }
+                skipped_existing(&self.store.describe(&key), present);
+                Ok(Published {
+                    files_skipped: 1,
+                    rows_skipped: rows as u64,
+                    ..Published::default()
+                })
+            }
+        }
     }
 }
 
-fn skipped_existing(path: &Path, first: i64, last: i64) {
+fn skipped_existing(location: &str, present: FileOffsets) {
     tracing::info!(
-        path = %path.display(),
-        first_offset = first,
-        last_offset = last,
+        file = %location,
+        first_offset = present.first,
+        last_offset = present.last,
         "lake file already present, skipping the rows it holds"
     );
     metrics::counter!("fleetpulse_processor_files_skipped_total").increment(1);
 }
 
-/// The published files of `partition` in a date directory, by first offset
-/// (from their names; temporary files and other partitions are ignored).
-fn present_files(dir: &Path, partition: i32) -> Result<BTreeMap<i64, PathBuf>, LakeError> {
-    let prefix = format!("part-{partition}-");
-    let mut out = BTreeMap::new();
-    let entries = std::fs::read_dir(dir).map_err(io_err("list", dir))?;
-    for entry in entries {
-        let entry = entry.map_err(io_err("list", dir))?;
-        let name = entry.file_name();
-        let Some(first) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|n| n.strip_suffix(".parquet"))
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|n| n.parse::<i64>().ok())
-        else {
-            continue;
-        };
-        out.insert(first, entry.path());
-    }
-    Ok(out)
-}
-
-/// `fsync` a directory so the entries created in it survive a crash.
-fn sync_dir(dir: &Path) -> Result<(), LakeError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
-}
-
-/// A file's `fleetpulse.*` footer metadata, by key.
-pub fn read_metadata(path: &Path) -> Result<Vec<(String, String)>, LakeError> {
-    let file = File::open(path).map_err(io_err("open", path))?;
-    let meta = ParquetMetaDataReader::new()
-        .parse_and_finish(&file)
-        .map_err(|e| LakeError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    Ok(meta
-        .file_metadata()
+fn key_values(meta: &parquet::file::metadata::ParquetMetaData) -> Vec<(String, String)> {
+    meta.file_metadata()
         .key_value_metadata()
         .map(|kv| {
             kv.iter()
                 .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
-/// `fleetpulse.last_offset` of a published file.
+fn footer_offsets(meta: &[(String, String)]) -> Option<FileOffsets> {
+    let get = |k: &str| meta.iter().find(|(m, _)| m == k)?.1.parse().ok();
+    Some(FileOffsets {
+        first: get(META_FIRST_OFFSET)?,
+        last: get(META_LAST_OFFSET)?,
+    })
+}
+
+/// A local file's `fleetpulse.*` footer metadata, by key.
+pub fn read_metadata(path: &Path) -> Result<Vec<(String, String)>, LakeError> {
+    let corrupt = |reason: String| LakeError::Corrupt {
+        key: path.display().to_string(),
+        reason,
+    };
+    let file = File::open(path).map_err(|source| StoreError::Io {
+        op: "open",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let meta = ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok(key_values(&meta))
+}
+
+/// `fleetpulse.last_offset` of a local file.
 pub fn read_last_offset(path: &Path) -> Result<i64, LakeError> {
-    read_metadata(path)?
-        .into_iter()
-        .find(|(k, _)| k == META_LAST_OFFSET)
-        .and_then(|(_, v)| v.parse().ok())
+    footer_offsets(&read_metadata(path)?)
+        .map(|o| o.last)
         .ok_or_else(|| LakeError::Corrupt {
-            path: path.to_path_buf(),
+            key: path.display().to_string(),
             reason: format!("no integer {META_LAST_OFFSET} in the footer"),
         })
 }
@@ -508,65 +713,212 @@ mod tests {
     use crate::privacy::Transformer;
     use fleetpulse_core::pseudonym::Pseudonymizer;
     use fleetpulse_core::{codec, samples};
+    use parquet::basic::{Encoding, LogicalType, TimeUnit as PqTimeUnit};
 
-    fn segment(tr: &Transformer, offsets: impl IntoIterator<Item = i64>) -> Segment {
-        let date = utc_date(1_763_700_000_000).unwrap();
-        let mut seg = Segment::new(RecordType::DeviceHeartbeat, "t", 2, date);
-        for o in offsets {
-            let bytes = codec::encode(&samples::device_heartbeat("S")).unwrap();
-            let (t, v) = codec::decode_value(&bytes).unwrap();
-            seg.push(o, tr.transform(t, &v).unwrap());
-        }
-        seg
+    const AT: i64 = 1_763_700_000_000; // 2025-11-21T04:40:00Z
+
+    fn transformer() -> Transformer {
+        Transformer::new(Pseudonymizer::new(b"k-0123456789abcdef", "v1")).unwrap()
     }
 
-    #[test]
-    fn publish_is_create_if_absent_and_skips_what_exists() {
-        let dir = tempfile::tempdir().unwrap();
-        let tr = Transformer::new(Pseudonymizer::new(b"k-0123456789abcdef", "v1")).unwrap();
-        let schema = tr.arrow_schema(RecordType::DeviceHeartbeat).unwrap();
-        let lake = LakeWriter::new(dir.path());
+    fn row(tr: &Transformer, t: RecordType) -> Map<String, Json> {
+        let bytes = match t {
+            RecordType::DeviceStatus => codec::encode(&samples::device_status("S")),
+            _ => codec::encode(&samples::device_heartbeat("S")),
+        }
+        .unwrap();
+        let (t, v) = codec::decode_value(&bytes).unwrap();
+        tr.transform(t, &v).unwrap()
+    }
 
-        let p = lake.publish(segment(&tr, 10..15), schema.clone()).unwrap();
+    /// Open a heartbeat file of partition 2 at the first offset and push
+    /// every offset the segment admits; returns what was not admitted.
+    async fn fill(
+        lake: &LakeWriter,
+        tr: &Transformer,
+        offsets: impl IntoIterator<Item = i64>,
+    ) -> (Segment, Vec<(i64, Admit)>) {
+        let t = RecordType::DeviceHeartbeat;
+        let offsets: Vec<i64> = offsets.into_iter().collect();
+        let dir = lake.partition_dir(t, AT).unwrap();
+        let mut seg = lake
+            .open(
+                t,
+                tr.arrow_schema(t).unwrap(),
+                "fp.raw.hb",
+                2,
+                dir,
+                offsets[0],
+            )
+            .await
+            .unwrap();
+        let mut refused = Vec::new();
+        for o in offsets {
+            match seg.admit(o) {
+                Admit::Row => seg.push(o, row(tr, t)).unwrap(),
+                a => refused.push((o, a)),
+            }
+        }
+        (seg, refused)
+    }
+
+    #[tokio::test]
+    async fn files_are_hive_partitioned_zstd_with_statistics_and_typed_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let tr = transformer();
+        let lake = LakeWriter::local(dir.path());
+        let (seg, refused) = fill(&lake, &tr, 10..15).await;
+        assert!(refused.is_empty());
+        let p = lake.publish(seg).await.unwrap();
         assert_eq!(p.rows_written, 5);
-        assert_eq!(p.files.len(), 1);
-        let name = p.files[0].strip_prefix(dir.path()).unwrap().to_owned();
-        assert_eq!(
-            name,
-            PathBuf::from("device_heartbeat/date=2025-11-21/part-2-00000000000000000010.parquet")
+        let path = dir.path().join(
+            "table=device_heartbeat/date=2025-11-21/hour=04/part-fp.raw.hb-2-00000000000000000010.parquet",
         );
-        assert_eq!(read_last_offset(&p.files[0]).unwrap(), 14);
-        let meta = read_metadata(&p.files[0]).unwrap();
-        assert!(meta.contains(&(META_TOPIC.into(), "t".into())));
-        assert!(meta.contains(&(META_PARTITION.into(), "2".into())));
-        assert!(meta.contains(&(META_FIRST_OFFSET.into(), "10".into())));
+        assert_eq!(p.files, [path.display().to_string()]);
+        let meta: Vec<(String, String)> = read_metadata(&path).unwrap();
+        for kv in [
+            (META_FIRST_OFFSET, "10"),
+            (META_LAST_OFFSET, "14"),
+            (META_TOPIC, "fp.raw.hb"),
+            (META_PARTITION, "2"),
+        ] {
+            assert!(
+                meta.contains(&(kv.0.into(), kv.1.into())),
+                "{kv:?} in {meta:?}"
+            );
+        }
+
+        // Status is hourly too; usage counters are daily.
+        let t = RecordType::UsageCounters;
+        let d = lake.partition_dir(t, AT).unwrap();
+        assert_eq!(d.key(t), "table=usage_counters/date=2025-11-21");
+        let d = lake.partition_dir(RecordType::DeviceStatus, AT).unwrap();
+        assert_eq!(
+            d.key(RecordType::DeviceStatus),
+            "table=device_status/date=2025-11-21/hour=04"
+        );
+
+        // A status file: enums dictionary-encoded strings, UTC timestamps,
+        // supplies a list of structs.
+        let t = RecordType::DeviceStatus;
+        let mut seg = lake
+            .open(t, tr.arrow_schema(t).unwrap(), "fp.raw.st", 0, d, 0)
+            .await
+            .unwrap();
+        for o in 0..3 {
+            seg.push(o, row(&tr, t)).unwrap();
+        }
+        let p = lake.publish(seg).await.unwrap();
         let file = File::open(&p.files[0]).unwrap();
         let pm = ParquetMetaDataReader::new()
             .parse_and_finish(&file)
             .unwrap();
-        let col = pm.row_group(0).column(0);
-        assert!(matches!(col.compression(), Compression::ZSTD(_)));
-        assert!(col.statistics().is_some(), "statistics written");
+        let schema = pm.file_metadata().schema_descr();
+        let rg = pm.row_group(0);
+        let col = |name: &str| {
+            (0..schema.num_columns())
+                .find(|i| schema.column(*i).path().string() == name)
+                .unwrap_or_else(|| panic!("no column {name}"))
+        };
+        let observed = col("observed_at");
+        assert!(matches!(
+            schema.column(observed).logical_type_ref(),
+            Some(LogicalType::Timestamp(ts)) if ts.is_adjusted_to_u_t_c && matches!(ts.unit, PqTimeUnit::MILLIS)
+        ));
+        let state = col("hr_printer_status");
+        assert!(matches!(
+            schema.column(state).logical_type_ref(),
+            Some(LogicalType::String)
+        ));
+        let enc = rg.column(state).encodings().collect::<Vec<_>>();
+        assert!(
+            enc.contains(&Encoding::RLE_DICTIONARY) || enc.contains(&Encoding::PLAIN_DICTIONARY),
+            "{enc:?}"
+        );
+        assert!(schema.columns().iter().any(|c| c
+            .path()
+            .string()
+            .starts_with("supplies.list.item.supply_type")));
+        for i in 0..rg.num_columns() {
+            assert!(matches!(rg.column(i).compression(), Compression::ZSTD(_)));
+            assert!(
+                rg.column(i).statistics().is_some(),
+                "statistics of column {i}"
+            );
+        }
+    }
 
-        // A replay that rolled differently: 10..20 meets the file 10..14,
-        // drops those rows and writes 15..19 under its own name.
-        let p = lake.publish(segment(&tr, 10..20), schema.clone()).unwrap();
-        assert_eq!(p.files_skipped, 1);
-        assert_eq!(p.rows_skipped, 5);
-        assert_eq!(p.rows_written, 5);
-        assert_eq!(p.skip_until, Some(14));
-        assert_eq!(p.durable_through, Some(19));
-        assert!(p.files[0].ends_with("part-2-00000000000000000015.parquet"));
+    #[tokio::test]
+    async fn a_replay_meets_present_files_and_writes_each_offset_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tr = transformer();
+        let lake = LakeWriter::local(dir.path());
+        // Run 1 rejected offset 10 and published 11..=14, then crashed.
+        let (seg, _) = fill(&lake, &tr, 11..15).await;
+        lake.publish(seg).await.unwrap();
 
-        // A replay smaller than the present file writes nothing.
-        let p = lake.publish(segment(&tr, 10..12), schema.clone()).unwrap();
-        assert_eq!(p.rows_written, 0);
-        assert_eq!(p.skip_until, Some(14));
-        assert_eq!(p.durable_through, Some(14));
+        // Run 2 accepts offset 10: it is written alone, 11..=14 are covered,
+        // and a row past them may not join the file of offset 10.
+        let (seg, refused) = fill(&lake, &tr, 10..12).await;
+        assert_eq!(seg.admit(15), Admit::Boundary);
+        assert_eq!(refused, [(11, Admit::Covered { last: 14 })]);
+        assert_eq!(lake.publish(seg).await.unwrap().rows_written, 1);
+        let (mut seg, refused) = fill(&lake, &tr, 11..20).await;
+        assert_eq!(
+            refused,
+            (11..15)
+                .map(|o| (o, Admit::Covered { last: 14 }))
+                .collect::<Vec<_>>()
+        );
+        assert!(seg.met_present(12));
+        assert!(!seg.met_present(13), "a present file is counted once");
+        assert_eq!(seg.first_offset(), Some(15));
+        lake.publish(seg).await.unwrap();
 
-        // No temporary files left behind.
-        let day = dir.path().join("device_heartbeat/date=2025-11-21");
-        let mut names: Vec<String> = std::fs::read_dir(day)
+        // The same replay again: nothing new; a same-name file holding the
+        // same rows is skipped.
+        let (seg, refused) = fill(&lake, &tr, 15..20).await;
+        assert_eq!(refused.len(), 5);
+        assert!(seg.is_empty());
+        let t = RecordType::DeviceHeartbeat;
+        let d = lake.partition_dir(t, AT).unwrap();
+        // Opened before run 2 published 15..=19 (a zombie): the name is taken.
+        let mut zombie = lake
+            .open(t, tr.arrow_schema(t).unwrap(), "fp.raw.hb", 2, d, 20)
+            .await
+            .unwrap();
+        zombie.first = None;
+        for o in 15..18 {
+            zombie.push(o, row(&tr, t)).unwrap();
+        }
+        let p = lake.publish(zombie).await.unwrap();
+        assert_eq!((p.rows_written, p.files_skipped, p.rows_skipped), (0, 1, 3));
+        let mut zombie = lake
+            .open(t, tr.arrow_schema(t).unwrap(), "fp.raw.hb", 2, d, 20)
+            .await
+            .unwrap();
+        for o in 15..25 {
+            zombie.push(o, row(&tr, t)).unwrap();
+        }
+        let e = lake.publish(zombie).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LakeError::Conflict {
+                    present_last: 19,
+                    last: 24,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.is_retriable());
+
+        // Every offset 10..=19 exactly once, no temporary files left.
+        let day = dir
+            .path()
+            .join("table=device_heartbeat/date=2025-11-21/hour=04");
+        let mut names: Vec<String> = std::fs::read_dir(&day)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -574,74 +926,19 @@ mod tests {
         assert_eq!(
             names,
             [
-                "part-2-00000000000000000010.parquet",
-                "part-2-00000000000000000015.parquet"
+                "part-fp.raw.hb-2-00000000000000000010.parquet",
+                "part-fp.raw.hb-2-00000000000000000011.parquet",
+                "part-fp.raw.hb-2-00000000000000000015.parquet",
             ]
         );
-    }
-
-    /// Run 1 rejected offset 10, published 11..14 as part-11 and crashed
-    /// before committing; run 2 accepts offset 10 and replays 10..14.
-    #[test]
-    fn a_replay_that_accepts_more_writes_each_offset_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let tr = Transformer::new(Pseudonymizer::new(b"k-0123456789abcdef", "v1")).unwrap();
-        let schema = tr.arrow_schema(RecordType::DeviceHeartbeat).unwrap();
-        let lake = LakeWriter::new(dir.path());
-        let p = lake.publish(segment(&tr, 11..15), schema.clone()).unwrap();
-        assert!(p.files[0].ends_with("part-2-00000000000000000011.parquet"));
-        // A present file of another partition does not matter.
-        let mut other = segment(&tr, []);
-        other.partition = 3;
-        for (o, row) in segment(&tr, 8..10).rows {
-            other.push(o, row);
-        }
-        lake.publish(other, schema.clone()).unwrap();
-
-        let p = lake.publish(segment(&tr, 10..15), schema.clone()).unwrap();
-        assert_eq!(p.rows_written, 1, "{p:?}");
-        assert_eq!(p.rows_skipped, 4);
-        assert_eq!(p.skip_until, Some(14));
-        assert_eq!(p.durable_through, Some(14));
-        // A later replay running past both files writes only the new tail,
-        // and one starting in the middle of a file skips the rest of it.
-        let p = lake.publish(segment(&tr, 9..18), schema.clone()).unwrap();
-        assert_eq!(p.rows_written, 4, "{p:?}");
-        assert_eq!(p.files.len(), 2, "9 alone, then 15..17");
-        let p = lake.publish(segment(&tr, 12..18), schema.clone()).unwrap();
-        assert_eq!(p.rows_written, 0, "{p:?}");
-        assert_eq!(p.durable_through, Some(17));
-        // Two present files with a gap between them: the gap is filled, each
-        // new file ends before the next present one.
-        let p = lake.publish(segment(&tr, 30..33), schema.clone()).unwrap();
-        assert_eq!(p.rows_written, 3);
-        let p = lake.publish(segment(&tr, 18..40), schema.clone()).unwrap();
-        assert_eq!(p.rows_written, 22 - 3, "{p:?}");
-        assert_eq!(p.files.len(), 2);
-
         let mut offsets = Vec::new();
-        let day = dir.path().join("device_heartbeat/date=2025-11-21");
-        for e in std::fs::read_dir(day).unwrap() {
-            let path = e.unwrap().path();
-            if path.to_string_lossy().contains("part-3-") {
-                continue;
-            }
-            let meta = read_metadata(&path).unwrap();
-            let get = |k: &str| -> i64 {
-                meta.iter()
-                    .find(|(m, _)| m == k)
-                    .unwrap()
-                    .1
-                    .parse()
-                    .unwrap()
-            };
+        for n in names {
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                File::open(&path).unwrap(),
+                File::open(day.join(n)).unwrap(),
             )
             .unwrap()
             .build()
             .unwrap();
-            let mut in_file = Vec::new();
             for b in reader {
                 let b = b.unwrap();
                 let col = b
@@ -651,29 +948,75 @@ mod tests {
                     .downcast_ref::<arrow_array::Int64Array>()
                     .unwrap()
                     .clone();
-                in_file.extend(col.values().iter().copied());
+                offsets.extend(col.values().iter().copied());
             }
-            assert_eq!(in_file.first().copied(), Some(get(META_FIRST_OFFSET)));
-            assert_eq!(in_file.last().copied(), Some(get(META_LAST_OFFSET)));
-            offsets.extend(in_file);
         }
         offsets.sort();
-        let expected: Vec<i64> = (9..40).collect();
-        assert_eq!(offsets, expected, "every offset exactly once");
+        assert_eq!(offsets, (10..20).collect::<Vec<_>>());
     }
 
-    #[test]
-    fn a_present_file_without_footer_is_an_error_not_a_skip() {
+    #[tokio::test]
+    async fn a_present_file_without_footer_is_an_error_not_a_skip() {
         let dir = tempfile::tempdir().unwrap();
-        let tr = Transformer::new(Pseudonymizer::new(b"k-0123456789abcdef", "v1")).unwrap();
-        let schema = tr.arrow_schema(RecordType::DeviceHeartbeat).unwrap();
-        let lake = LakeWriter::new(dir.path());
-        let seg = segment(&tr, 0..3);
-        let path = lake.file_path(RecordType::DeviceHeartbeat, seg.date(), 2, 0);
+        let tr = transformer();
+        let lake = LakeWriter::local(dir.path());
+        let t = RecordType::DeviceHeartbeat;
+        let d = lake.partition_dir(t, AT).unwrap();
+        let path = lake_path(dir.path(), &file_key(t, &d, "fp.raw.hb", 2, 0));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"garbage").unwrap();
-        let e = lake.publish(seg, schema).unwrap_err();
+        let e = lake
+            .open(t, tr.arrow_schema(t).unwrap(), "fp.raw.hb", 2, d, 0)
+            .await
+            .unwrap_err();
         assert!(matches!(e, LakeError::Corrupt { .. }), "{e}");
+        assert!(!e.is_retriable());
+    }
+
+    fn lake_path(root: &Path, key: &str) -> std::path::PathBuf {
+        LocalStore::new(root).path(key)
+    }
+
+    #[tokio::test]
+    async fn rows_are_encoded_as_they_come_in_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let tr = transformer();
+        let lake = LakeWriter::new(
+            Store::Local(LocalStore::new(dir.path())),
+            FileOptions {
+                row_group_rows: 5000,
+                ..FileOptions::default()
+            },
+            &[],
+        );
+        let t = RecordType::DeviceHeartbeat;
+        let d = lake.partition_dir(t, AT).unwrap();
+        assert_eq!(d.hour, None, "no hourly tables configured");
+        let mut seg = lake
+            .open(t, tr.arrow_schema(t).unwrap(), "fp.raw.hb", 0, d, 0)
+            .await
+            .unwrap();
+        let r = row(&tr, t);
+        let mut json_bytes = 0;
+        for o in 0..(BATCH_ROWS as i64 * 2 + 10) {
+            json_bytes += 2 + row_estimate(&r) + 40;
+            seg.push(o, r.clone()).unwrap();
+        }
+        // Two batches were encoded: memory is far below the rows' JSON size.
+        assert!(seg.writer.is_some());
+        assert!(
+            seg.memory_bytes() < json_bytes / 3,
+            "{} vs {json_bytes}",
+            seg.memory_bytes()
+        );
+        let p = lake.publish(seg).await.unwrap();
+        let file = File::open(&p.files[0]).unwrap();
+        let pm = ParquetMetaDataReader::new()
+            .parse_and_finish(&file)
+            .unwrap();
+        assert_eq!(pm.file_metadata().num_rows(), BATCH_ROWS as i64 * 2 + 10);
+        assert!(pm.num_row_groups() >= 3, "row groups of at most 5000 rows");
+        assert!(pm.row_groups().iter().all(|g| g.num_rows() <= 5000));
     }
 
     #[test]

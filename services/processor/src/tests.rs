@@ -27,7 +27,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::consumer::Stats;
-use crate::lake::{utc_date, LakeWriter, Segment};
+use crate::lake::LakeWriter;
 use crate::privacy::Transformer;
 use crate::{run_with_stats, ProcessorConfig};
 
@@ -281,7 +281,7 @@ fn all_strings(a: &ArrayRef, out: &mut Vec<String>) {
 fn lake_rows(dir: &Path, table: &str) -> (Vec<(String, i32, i64)>, Vec<String>) {
     let mut rows = Vec::new();
     let mut texts = Vec::new();
-    for f in parquet_files(&dir.join(table)) {
+    for f in parquet_files(&dir.join(format!("table={table}"))) {
         for b in read_batches(&f) {
             let ids = strings(b.column_by_name("event_id").expect("event_id"));
             let parts = b
@@ -307,6 +307,39 @@ fn lake_rows(dir: &Path, table: &str) -> (Vec<(String, i32, i64)>, Vec<String>) 
         }
     }
     (rows, texts)
+}
+
+/// Publish `rows` (offset, transformed heartbeat) of partition 0 as a
+/// processor that crashed before committing would have.
+pub(crate) async fn publish_crashed(
+    lake_dir: &Path,
+    transformer: &Transformer,
+    topic: &str,
+    rows: Vec<(i64, serde_json::Map<String, serde_json::Value>)>,
+) -> crate::lake::Published {
+    let lake = LakeWriter::local(lake_dir);
+    let schema = transformer
+        .arrow_schema(RecordType::DeviceHeartbeat)
+        .unwrap();
+    let dir = lake
+        .partition_dir(RecordType::DeviceHeartbeat, 1_763_700_000_000)
+        .unwrap();
+    let mut seg = lake
+        .open(
+            RecordType::DeviceHeartbeat,
+            schema,
+            topic,
+            0,
+            dir,
+            rows[0].0,
+        )
+        .await
+        .unwrap();
+    for (o, r) in rows {
+        assert_eq!(seg.admit(o), crate::lake::Admit::Row);
+        seg.push(o, r).unwrap();
+    }
+    lake.publish(seg).await.unwrap()
 }
 
 fn count_rows(dir: &Path) -> usize {
@@ -385,14 +418,22 @@ async fn happy_path_writes_anonymised_parquet() {
     for f in parquet_files(lake) {
         let rel = f.strip_prefix(lake).unwrap().to_string_lossy().into_owned();
         let parts: Vec<&str> = rel.split('/').collect();
-        assert_eq!(parts.len(), 3, "{rel}");
+        let table = parts[0].strip_prefix("table=").expect("table=<t>");
         assert_eq!(parts[1], "date=2025-11-21", "{rel}");
-        let name = parts[2];
-        let (p, first) = name
+        if ["device_status", "device_heartbeat"].contains(&table) {
+            assert_eq!(parts.len(), 4, "{rel}");
+            assert_eq!(parts[2], "hour=04", "{rel}");
+        } else {
+            assert_eq!(parts.len(), 3, "{rel}");
+        }
+        let name = parts[parts.len() - 1];
+        let (rest, first) = name
             .strip_prefix("part-")
             .and_then(|s| s.strip_suffix(".parquet"))
-            .and_then(|s| s.split_once('-'))
-            .expect("part-<p>-<offset>.parquet");
+            .and_then(|s| s.rsplit_once('-'))
+            .expect("part-<topic>-<p>-<offset>.parquet");
+        let (topic, p) = rest.rsplit_once('-').expect("<topic>-<p>");
+        assert_eq!(topic, format!("fp.raw.{table}"), "{name}");
         assert_eq!(first.len(), 20, "{name}");
         let meta: BTreeMap<String, String> = crate::lake::read_metadata(&f)
             .unwrap()
@@ -426,7 +467,7 @@ async fn happy_path_writes_anonymised_parquet() {
     }
 
     // Column shapes of device_status.
-    let status = parquet_files(&lake.join("device_status"));
+    let status = parquet_files(&lake.join("table=device_status"));
     let b = &read_batches(&status[0])[0];
     let schema = b.schema();
     assert_eq!(
@@ -482,7 +523,7 @@ async fn happy_path_writes_anonymised_parquet() {
         strings(&desc)[0].as_deref(),
         Some("Black Cartridge HP CF410A")
     );
-    let hb = parquet_files(&lake.join("device_heartbeat"));
+    let hb = parquet_files(&lake.join("table=device_heartbeat"));
     for f in hb {
         for b in read_batches(&f) {
             for ip in strings(b.column_by_name("ip_address").unwrap())
@@ -671,7 +712,7 @@ async fn restarts_neither_lose_nor_duplicate_rows() {
 
     // Run 1: 40 records in many small files, clean shutdown.
     all.extend(h.produce_records(batch(0, 40)).await);
-    let (shutdown, stats, handle) = start(small_roll(h.config(), 2_000));
+    let (shutdown, stats, handle) = start(small_roll(h.config(), 500));
     wait_for("run 1", || stats.rows_written.load(Ordering::Relaxed) >= 40).await;
     shutdown.cancel();
     handle.await.unwrap().unwrap();
@@ -685,30 +726,26 @@ async fn restarts_neither_lose_nor_duplicate_rows() {
     let b2 = h.produce_records(batch(40, 40)).await;
     assert_eq!(b2[0].1.offset, 40);
     let transformer = Transformer::new(Pseudonymizer::new(PSEUDONYM_KEY.as_bytes(), "v1")).unwrap();
-    let date = utc_date(1_763_700_000_000).unwrap();
-    let mut seg = Segment::new(RecordType::DeviceHeartbeat, &topic, 0, date);
-    for (_, s) in b2.iter().filter(|(_, s)| s.offset <= 57) {
-        let (t, v) = codec::decode_value(&s.payload).unwrap();
-        seg.push(s.offset, transformer.transform(t, &v).unwrap());
-    }
-    let lake = LakeWriter::new(h.lake.path());
-    let crashed = lake
-        .publish(
-            seg,
-            transformer
-                .arrow_schema(RecordType::DeviceHeartbeat)
-                .unwrap(),
-        )
-        .unwrap();
+    let rows = b2
+        .iter()
+        .filter(|(_, s)| s.offset <= 57)
+        .map(|(_, s)| {
+            let (t, v) = codec::decode_value(&s.payload).unwrap();
+            (s.offset, transformer.transform(t, &v).unwrap())
+        })
+        .collect();
+    let crashed = publish_crashed(h.lake.path(), &transformer, &topic, rows).await;
     assert_eq!(crashed.rows_written, 18);
     // And a half-written temporary file of a crash mid-write.
-    let tmp = crashed.files[0].with_file_name(".part-0-00000000000000000058.parquet.1-1.tmp");
+    let tmp = PathBuf::from(&crashed.files[0]).with_file_name(format!(
+        ".part-{topic}-0-00000000000000000058.parquet.1-1.tmp"
+    ));
     std::fs::write(&tmp, b"PAR1 half written").unwrap();
     all.extend(b2);
 
     // Run 2: smaller rolls than the crashed run (its first file meets the
     // crashed one and must skip through 57), then killed without draining.
-    let (_shutdown, stats, handle) = start(small_roll(h.config(), 1_200));
+    let (_shutdown, stats, handle) = start(small_roll(h.config(), 300));
     wait_for("run 2 progress", || {
         stats.rows_written.load(Ordering::Relaxed) >= 6
     })
@@ -866,7 +903,7 @@ async fn included_alerts_land_in_the_lake_without_the_raw_serial() {
     for t in &texts {
         assert!(!t.contains("RAWSERIAL"), "raw serial in the lake: {t}");
     }
-    let files = parquet_files(&h.lake.path().join(table));
+    let files = parquet_files(&h.lake.path().join(format!("table={table}")));
     let batch = &read_batches(&files[0])[0];
     let schema = batch.schema();
     assert!(schema.column_with_name("message").is_none());
@@ -879,4 +916,47 @@ async fn included_alerts_land_in_the_lake_without_the_raw_serial() {
         assert!(!raw.windows(9).any(|w| w == b"RAWSERIAL"));
     }
     drop(h.cluster);
+}
+
+/// Many open files (16 partitions x 3 tables) under a 1 MiB budget with no
+/// roll by size or time: the memory of all open files together never goes
+/// past the budget by more than one row, files are published early, and
+/// every row is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_files_stay_within_the_memory_budget() {
+    let h = Harness::new(16);
+    let n = 3000;
+    let mut records = Vec::new();
+    for i in 0..n / 3 {
+        records.push(encoded(&samples::device_status(&serial(i))));
+        records.push(encoded(&samples::device_heartbeat(&serial(i))));
+        records.push(encoded(&samples::usage_counters(&serial(i))));
+    }
+    h.produce_records(records).await;
+    let budget: u64 = 1024 * 1024;
+    let mut cfg = ProcessorConfig {
+        roll_age: Duration::from_secs(600),
+        roll_idle: Duration::from_secs(600),
+        ..h.config()
+    };
+    cfg.lake.buffer_budget_bytes = budget;
+    let (shutdown, stats, handle) = start(cfg);
+    wait_for("every row buffered", || {
+        stats.rows_buffered.load(Ordering::Relaxed) >= n as u64
+    })
+    .await;
+    let peak = stats.peak_buffered_bytes.load(Ordering::Relaxed);
+    let early = stats.budget_flushes.load(Ordering::Relaxed);
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+    eprintln!("peak {peak} bytes, {early} files published early");
+    // One row's memory is a few KiB at most.
+    assert!(
+        peak <= budget + 16 * 1024,
+        "peak {peak} over budget {budget}"
+    );
+    assert!(peak > budget / 2, "the budget was actually reached: {peak}");
+    assert!(early >= 2, "files published early: {early}");
+    assert_eq!(stats.rows_written.load(Ordering::Relaxed), n as u64);
+    assert_eq!(count_rows(h.lake.path()), n);
 }

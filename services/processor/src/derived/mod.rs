@@ -564,13 +564,15 @@ pub fn write_tables(lake_dir: &Path, outputs: &[Output]) -> Result<Vec<PathBuf>,
         if path.exists() || hashes.insert(path.clone(), ()).is_some() {
             continue;
         }
-        std::fs::create_dir_all(&dir).map_err(|source| LakeError::Io {
-            op: "create directory",
-            path: dir.clone(),
-            source,
+        std::fs::create_dir_all(&dir).map_err(|source| {
+            LakeError::Store(crate::store::StoreError::Io {
+                op: "create directory",
+                path: dir.clone(),
+                source,
+            })
         })?;
         let encode = |reason: String| LakeError::Encode {
-            path: path.clone(),
+            key: path.display().to_string(),
             reason,
         };
         let batch =
@@ -581,10 +583,12 @@ pub fn write_tables(lake_dir: &Path, outputs: &[Output]) -> Result<Vec<PathBuf>,
         ));
         let io = |op: &'static str, p: &Path| {
             let p = p.to_path_buf();
-            move |source| LakeError::Io {
-                op,
-                path: p,
-                source,
+            move |source| {
+                LakeError::Store(crate::store::StoreError::Io {
+                    op,
+                    path: p,
+                    source,
+                })
             }
         };
         let file = File::create(&tmp).map_err(io("create", &tmp))?;

@@ -27,7 +27,8 @@ pub mod config;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,7 +38,6 @@ use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use aws_smithy_http_client::Connector;
 use aws_smithy_runtime_api::client::http::{http_client_fn, SharedHttpClient, SharedHttpConnector};
-use chrono::NaiveDate;
 use fleetpulse_core::config::{read_secret, ConfigError};
 use fleetpulse_core::envelope::Envelope;
 use fleetpulse_core::kafka::{dlq_headers, KafkaConfig};
@@ -53,7 +53,7 @@ pub use checkpoint::CheckpointError;
 pub use config::FirehoseSourceConfig;
 
 use crate::consumer::Stats;
-use crate::lake::{utc_date, LakeWriter, Segment};
+use crate::lake::{Admit, LakeWriter, PartitionDir, Segment};
 use crate::privacy::{observed_at, Transformer};
 use crate::verify::{ReferenceTime, Rejection, TimeSource, Verifier};
 use crate::ProcessorError;
@@ -374,7 +374,7 @@ impl FirehoseSource {
             ms: obj.last_modified_ms,
             source: TimeSource::ObjectStore,
         };
-        let mut segments: BTreeMap<(RecordType, NaiveDate), Segment> = BTreeMap::new();
+        let mut segments: HashMap<(RecordType, PartitionDir), Segment> = HashMap::new();
         for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -392,38 +392,70 @@ impl FirehoseSource {
                     continue;
                 }
             };
-            match self.accept(&env, reference) {
-                Ok((record_type, date, row)) => {
-                    segments
-                        .entry((record_type, date))
-                        .or_insert_with(|| Segment::new(record_type, &topic, 0, date))
-                        .push(offset, row);
-                }
+            let (record_type, dir, row) = match self.accept(&env, reference) {
+                Ok(accepted) => accepted,
                 Err(rej) => {
                     self.dead_letter(&source, offset, &env.key, &env.payload, &env.headers, rej)
                         .await?;
                     outcome.dead_lettered += 1;
+                    continue;
+                }
+            };
+            let Some(schema) = self.transformer.arrow_schema(record_type) else {
+                continue;
+            };
+            let mut row = Some(row);
+            while let Some(r) = row.take() {
+                let seg = match segments.entry((record_type, dir)) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(
+                        self.lake
+                            .open(record_type, schema.clone(), &topic, 0, dir, offset)
+                            .await?,
+                    ),
+                };
+                match seg.admit(offset) {
+                    Admit::Row => seg.push(offset, r)?,
+                    // Written by an earlier read of this object.
+                    Admit::Covered { .. } => {
+                        seg.met_present(offset);
+                        outcome.rows_skipped += 1;
+                    }
+                    // A present file starts here: publish before it, reopen.
+                    Admit::Boundary => {
+                        if let Some(full) = segments.remove(&(record_type, dir)) {
+                            self.publish(record_type, full, &mut outcome).await?;
+                        }
+                        row = Some(r);
+                    }
                 }
             }
         }
         for ((record_type, _), segment) in segments {
-            let Some(schema) = self.transformer.arrow_schema(record_type) else {
-                continue;
-            };
-            let lake = self.lake.clone();
-            let published = tokio::task::spawn_blocking(move || lake.publish(segment, schema))
-                .await
-                .map_err(|e| ProcessorError::Task(e.to_string()))??;
-            outcome.rows_written += published.rows_written;
-            outcome.rows_skipped += published.rows_skipped;
-            rows_published(
-                record_type,
-                &published.files,
-                published.rows_written,
-                &self.stats,
-            );
+            self.publish(record_type, segment, &mut outcome).await?;
         }
         Ok(outcome)
+    }
+
+    async fn publish(
+        &self,
+        record_type: RecordType,
+        segment: Segment,
+        outcome: &mut ObjectOutcome,
+    ) -> Result<(), ProcessorError> {
+        if segment.is_empty() {
+            return Ok(());
+        }
+        let published = self.lake.publish(segment).await?;
+        outcome.rows_written += published.rows_written;
+        outcome.rows_skipped += published.rows_skipped;
+        rows_published(
+            record_type,
+            &published.files,
+            published.rows_written,
+            &self.stats,
+        );
+        Ok(())
     }
 
     /// Verify, decode and transform one envelope.
@@ -434,7 +466,7 @@ impl FirehoseSource {
     ) -> Result<
         (
             RecordType,
-            NaiveDate,
+            PartitionDir,
             serde_json::Map<String, serde_json::Value>,
         ),
         Rejection,
@@ -470,10 +502,10 @@ impl FirehoseSource {
             .transformer
             .transform(record_type, &verified.value)
             .map_err(|e| Rejection::new("bad_datum", e.to_string()))?;
-        let date = observed_at(&verified.value)
-            .and_then(utc_date)
+        let dir = observed_at(&verified.value)
+            .and_then(|ms| self.lake.partition_dir(record_type, ms))
             .ok_or_else(|| Rejection::new("bad_datum", "observed_at is outside years 1..=9999"))?;
-        Ok((record_type, date, row))
+        Ok((record_type, dir, row))
     }
 
     async fn dead_letter(
@@ -537,10 +569,10 @@ impl FirehoseSource {
     }
 }
 
-fn rows_published(record_type: RecordType, files: &[PathBuf], rows: u64, stats: &Stats) {
+fn rows_published(record_type: RecordType, files: &[String], rows: u64, stats: &Stats) {
     let table = record_type.name();
     for f in files {
-        tracing::info!(table, path = %f.display(), "lake file published (firehose)");
+        tracing::info!(table, file = %f, "lake file published (firehose)");
     }
     if rows > 0 {
         metrics::counter!("fleetpulse_processor_rows_written_total", "table" => table)
