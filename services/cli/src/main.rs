@@ -61,6 +61,17 @@ enum Command {
         /// TOML config file (see deploy/processor.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Backfill instead of running: re-read the raw topics for the
+        /// observed dates --from..=--to (UTC) and write the lake files that
+        /// are missing; idempotent, joins no consumer group, then exits.
+        #[arg(long, requires_all = ["from", "to"])]
+        replay: bool,
+        /// First date of the backfill (YYYY-MM-DD).
+        #[arg(long, requires = "replay")]
+        from: Option<chrono::NaiveDate>,
+        /// Last date of the backfill (YYYY-MM-DD), inclusive.
+        #[arg(long, requires = "replay")]
+        to: Option<chrono::NaiveDate>,
     },
     /// Run the predictive-maintenance alerter.
     Alert {
@@ -262,10 +273,24 @@ async fn main() -> anyhow::Result<()> {
             drop(tx);
             fleetpulse_edge::run_with_reload(cfg, Some(rx), shutdown).await?;
         }
-        Command::Process { config: path } => {
+        Command::Process {
+            config: path,
+            replay,
+            from,
+            to,
+        } => {
             let cfg: fleetpulse_processor::ProcessorConfig = config::load(path.as_deref())?;
             cancel_on_signal(shutdown.clone());
-            fleetpulse_processor::run(cfg, shutdown).await?;
+            match (replay, from, to) {
+                (true, Some(from), Some(to)) => {
+                    let r = fleetpulse_processor::backfill(cfg, from, to, shutdown).await?;
+                    println!(
+                        "backfill {from}..={to}: rows_written={} files_written={} files_present={} rejected={} outside_range={}",
+                        r.rows_written, r.files_written, r.files_present, r.rejected, r.outside_range
+                    );
+                }
+                _ => fleetpulse_processor::run(cfg, shutdown).await?,
+            }
         }
         Command::Alert { config: path } => {
             let cfg: fleetpulse_alerter::AlerterConfig = config::load(path.as_deref())?;

@@ -160,6 +160,31 @@ pub(crate) struct Pipeline {
     last_seq_save: Instant,
     /// Seals dead letters (they are raw records: serials, MACs, IPs).
     sealer: crate::seal::DlqSealer,
+    /// Set for `process --replay`: a bounded re-read of a date range.
+    backfill: Option<Backfill>,
+}
+
+/// A `process --replay --from --to` run: every input partition is read from
+/// the offset whose timestamp is `from` minus the signature window (no
+/// accepted record observed on or after `from` can sit earlier: it was signed
+/// after it was observed, and its Kafka timestamp is within the window of its
+/// signing time) up to the high watermark seen at the start. Rows observed
+/// outside the range are not written; files are created only if absent, so
+/// the run restores what is missing and changes nothing else. It joins no
+/// consumer group, commits nothing, sends no dead letters (the live run did)
+/// and saves no sequence-number memory: it can run beside the live processor.
+#[derive(Debug)]
+pub(crate) struct Backfill {
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    /// Next offset after the last one to read, per partition.
+    end: HashMap<PartKey, i64>,
+    /// Partitions read through `end`.
+    done: std::collections::HashSet<PartKey>,
+    /// Records rejected (already dead-lettered by the live run).
+    rejected: u64,
+    /// Records read whose date is outside the range.
+    outside: u64,
 }
 
 /// The topics the processor reads.
@@ -198,6 +223,30 @@ impl Pipeline {
         lake: LakeWriter,
         stats: Arc<Stats>,
     ) -> Result<Pipeline, ProcessorError> {
+        Pipeline::start_with(config, verifier, transformer, lake, stats, None)
+    }
+
+    /// A pipeline that re-reads the date range `from..=to` (see [`Backfill`]).
+    pub(crate) fn start_backfill(
+        config: &ProcessorConfig,
+        verifier: Verifier,
+        transformer: Arc<Transformer>,
+        lake: LakeWriter,
+        stats: Arc<Stats>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Pipeline, ProcessorError> {
+        Pipeline::start_with(config, verifier, transformer, lake, stats, Some((from, to)))
+    }
+
+    fn start_with(
+        config: &ProcessorConfig,
+        verifier: Verifier,
+        transformer: Arc<Transformer>,
+        lake: LakeWriter,
+        stats: Arc<Stats>,
+        range: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+    ) -> Result<Pipeline, ProcessorError> {
         let kafka_err =
             |context: &'static str| move |source| ProcessorError::Kafka { context, source };
         let revoked = Arc::new(Mutex::new(Vec::new()));
@@ -228,9 +277,21 @@ impl Pipeline {
         .map_err(kafka_err("create dead-letter producer"))?;
         let topics = input_topics(config);
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topic_refs)
-            .map_err(kafka_err("subscribe"))?;
+        let backfill = match range {
+            None => {
+                consumer
+                    .subscribe(&topic_refs)
+                    .map_err(kafka_err("subscribe"))?;
+                None
+            }
+            Some((from, to)) => Some(assign_backfill(
+                &consumer,
+                &topics,
+                from,
+                config.signature_window,
+                to,
+            )?),
+        };
         tracing::info!(topics = ?topics, group = %config.group_id, lake = %lake.store().describe(""), "processor consuming");
         let sealer = crate::seal::from_config(config)?;
         let mut seqs = SeqWindow::new(config.signature_window);
@@ -259,7 +320,15 @@ impl Pipeline {
             lake_dir: config.lake_dir.clone(),
             last_seq_save: Instant::now(),
             sealer,
+            backfill,
         })
+    }
+
+    /// Whether a backfill has read every partition through its end.
+    fn backfill_complete(&self) -> bool {
+        self.backfill
+            .as_ref()
+            .is_some_and(|b| b.end.keys().all(|k| b.done.contains(k)))
     }
 
     pub(crate) async fn run(mut self, shutdown: Shutdown) -> Result<(), ProcessorError> {
@@ -304,6 +373,35 @@ impl Pipeline {
             }
         }
         self.drain().await
+    }
+
+    /// Run a backfill pipeline until every partition is read through its
+    /// end (or `shutdown`); returns (records rejected again, records outside
+    /// the range).
+    pub(crate) async fn run_backfill(
+        mut self,
+        shutdown: Shutdown,
+    ) -> Result<(u64, u64), ProcessorError> {
+        let consumer = self.consumer.clone();
+        while !self.backfill_complete() {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                m = consumer.recv() => match m {
+                    Ok(m) => self.on_message(m.detach()).await?,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consumer error during the backfill (will keep trying)");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+            }
+        }
+        self.drain().await?;
+        Ok(self
+            .backfill
+            .as_ref()
+            .map(|b| (b.rejected, b.outside))
+            .unwrap_or_default())
     }
 
     /// Shutdown: make every buffer durable and commit.
@@ -356,6 +454,15 @@ impl Pipeline {
         self.apply_revocations();
         let key: PartKey = (m.topic().to_string(), m.partition());
         let offset = m.offset();
+        if let Some(b) = self.backfill.as_mut() {
+            let end = b.end.get(&key).copied().unwrap_or(0);
+            if offset + 1 >= end {
+                b.done.insert(key.clone());
+            }
+            if offset >= end {
+                return Ok(());
+            }
+        }
         let Some(record_type) = self.kafka.record_type_of(&key.0) else {
             let rej = Rejection::new("unknown_topic", "topic carries no known record type");
             return self.dead_letter(&m, rej).await;
@@ -457,6 +564,14 @@ impl Pipeline {
             return self.dead_letter(m, rej).await;
         };
         drop(value);
+        if let Some(b) = self.backfill.as_mut() {
+            if dir.date < b.from || dir.date > b.to {
+                b.outside += 1;
+                let st = self.parts.entry(key.clone()).or_insert_with(PartState::new);
+                st.consumed_through = st.consumed_through.max(Some(offset));
+                return Ok(());
+            }
+        }
         let Some(schema) = self.transformer.arrow_schema(record_type) else {
             let rej = Rejection::new("bad_datum", "no lake schema for this record type");
             return self.dead_letter(m, rej).await;
@@ -589,6 +704,9 @@ impl Pipeline {
     /// after a rebalance took the partition away) are logged; the offset
     /// stays pending and is tried again on the next tick.
     async fn commit(&mut self, keys: Vec<PartKey>) {
+        if self.backfill.is_some() {
+            return;
+        }
         let mut tpl = TopicPartitionList::new();
         let mut planned = Vec::new();
         for k in keys {
@@ -629,6 +747,9 @@ impl Pipeline {
     /// restart, nothing else.
     async fn save_seqs(&mut self) {
         self.last_seq_save = Instant::now();
+        if self.backfill.is_some() {
+            return;
+        }
         if !self.seqs.is_dirty() {
             return;
         }
@@ -658,6 +779,23 @@ impl Pipeline {
         m: &OwnedMessage,
         rej: Rejection,
     ) -> Result<(), ProcessorError> {
+        if let Some(b) = self.backfill.as_mut() {
+            // The live run dead-lettered it already.
+            b.rejected += 1;
+            tracing::debug!(
+                class = rej.class,
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "rejected during the backfill (not dead-lettered again)"
+            );
+            let st = self
+                .parts
+                .entry((m.topic().to_string(), m.partition()))
+                .or_insert_with(PartState::new);
+            st.consumed_through = st.consumed_through.max(Some(m.offset()));
+            return Ok(());
+        }
         let partition = m.partition().to_string();
         let offset = m.offset().to_string();
         // The original headers are copied natively (never parsed here).
@@ -706,6 +844,81 @@ impl Pipeline {
         st.consumed_through = st.consumed_through.max(Some(m.offset()));
         Ok(())
     }
+}
+
+/// Assign every partition of `topics` from the offset of `from - window`
+/// (the beginning where the broker cannot look timestamps up, which is
+/// slower but as correct: rows outside the range are filtered) to its
+/// current high watermark.
+fn assign_backfill(
+    consumer: &StreamConsumer<Ctx>,
+    topics: &[String],
+    from: chrono::NaiveDate,
+    window: Duration,
+    to: chrono::NaiveDate,
+) -> Result<Backfill, ProcessorError> {
+    let kafka_err = |context: &'static str| move |source| ProcessorError::Kafka { context, source };
+    let timeout = Duration::from_secs(30);
+    let from_ms = from
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .unwrap_or(0)
+        .saturating_sub(i64::try_from(window.as_millis()).unwrap_or(0))
+        .max(0);
+    let mut by_time = TopicPartitionList::new();
+    let mut end = HashMap::new();
+    let mut low = HashMap::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(kafka_err("backfill metadata"))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (lo, hi) = consumer
+                    .fetch_watermarks(topic, p.id(), timeout)
+                    .map_err(kafka_err("backfill watermarks"))?;
+                let key = (topic.clone(), p.id());
+                end.insert(key.clone(), hi);
+                low.insert(key, lo);
+                by_time
+                    .add_partition_offset(topic, p.id(), Offset::Offset(from_ms))
+                    .map_err(kafka_err("backfill offsets"))?;
+            }
+        }
+    }
+    let starts = consumer
+        .offsets_for_times(by_time, timeout)
+        .map_err(kafka_err("backfill offsets for times"))?;
+    let mut assign = TopicPartitionList::new();
+    let mut done = std::collections::HashSet::new();
+    for e in starts.elements() {
+        let key = (e.topic().to_string(), e.partition());
+        let lo = low.get(&key).copied().unwrap_or(0);
+        let hi = end.get(&key).copied().unwrap_or(0);
+        let start = match e.offset() {
+            Offset::Offset(o) if o >= 0 => o.max(lo),
+            _ => lo,
+        };
+        if start >= hi {
+            done.insert(key);
+            continue;
+        }
+        assign
+            .add_partition_offset(&key.0, key.1, Offset::Offset(start))
+            .map_err(kafka_err("backfill assignment"))?;
+        tracing::info!(topic = %key.0, partition = key.1, start, end = hi, "backfill reads");
+    }
+    consumer
+        .assign(&assign)
+        .map_err(kafka_err("backfill assign"))?;
+    Ok(Backfill {
+        from,
+        to,
+        end,
+        done,
+        rejected: 0,
+        outside: 0,
+    })
 }
 
 // Events: each logs its line and bumps its metrics together.
