@@ -72,6 +72,16 @@ Environment of a container: the log filter, plus the secret env vars named
 in .names (FLEETPULSE_CONNECTOR_SECRET, FLEETPULSE_PSEUDONYM_KEY).
 Call with (dict "ctx" $ "names" (list "FLEETPULSE_CONNECTOR_SECRET")).
 */}}
+{{/*
+Whether the processor gets a DLQ key / a benchmark key ("true" or "").
+*/}}
+{{- define "fleetpulse.hasDlqKey" -}}
+{{- if or .Values.secrets.dlqKey (and .Values.secrets.existingSecret (has "dlqKey" .Values.secrets.existingSecretOptionalKeys)) }}true{{ end }}
+{{- end }}
+{{- define "fleetpulse.hasBenchmarkKey" -}}
+{{- if or .Values.secrets.benchmarkKey (and .Values.secrets.existingSecret (has "benchmarkKey" .Values.secrets.existingSecretOptionalKeys)) }}true{{ end }}
+{{- end }}
+
 {{- define "fleetpulse.env" -}}
 - name: FLEETPULSE_LOG
   value: {{ .ctx.Values.logLevel | quote }}
@@ -82,6 +92,10 @@ Call with (dict "ctx" $ "names" (list "FLEETPULSE_CONNECTOR_SECRET")).
       name: {{ include "fleetpulse.secretName" $.ctx }}
       {{- if eq . "FLEETPULSE_CONNECTOR_SECRET" }}
       key: {{ $.ctx.Values.secrets.keys.connectorSecret }}
+      {{- else if eq . "FLEETPULSE_DLQ_KEY" }}
+      key: {{ $.ctx.Values.secrets.keys.dlqKey }}
+      {{- else if eq . "FLEETPULSE_BENCHMARK_KEY" }}
+      key: {{ $.ctx.Values.secrets.keys.benchmarkKey }}
       {{- else }}
       key: {{ $.ctx.Values.secrets.keys.pseudonymKey }}
       {{- end }}
