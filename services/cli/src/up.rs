@@ -263,8 +263,10 @@ pub(crate) async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> 
         lake_dir: lake_dir.clone(),
         pseudonym_key: Some(keys.pseudonym_key.clone()),
         pseudonym_key_id: "up-v1".into(),
-        roll_idle: Duration::from_secs(2),
-        roll_age: Duration::from_secs(10),
+        // A demo should show rows within half a minute, without a flood of
+        // one-row files: roll every 30 s (and after 15 s without rows).
+        roll_idle: Duration::from_secs(15),
+        roll_age: Duration::from_secs(30),
         ..Default::default()
     };
     proc_cfg
