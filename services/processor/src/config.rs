@@ -82,6 +82,8 @@ pub struct ProcessorConfig {
     pub ledger: LedgerConfig,
     /// Daily KPI aggregates: watermark and lateness (see `crate::kpi`).
     pub kpi: KpiConfig,
+    /// Computing the derived tables while running (see `crate::derived::runner`).
+    pub derived: crate::derived::runner::DerivedConfig,
 }
 
 impl Default for ProcessorConfig {
@@ -106,6 +108,7 @@ impl Default for ProcessorConfig {
             benchmark: BenchmarkConfig::default(),
             ledger: LedgerConfig::default(),
             kpi: KpiConfig::default(),
+            derived: Default::default(),
         }
     }
 }
@@ -203,6 +206,7 @@ impl Validate for ProcessorConfig {
         }
         self.ledger.validate("ledger.")?;
         self.kpi.validate()?;
+        self.derived.validate()?;
         Ok(())
     }
 }

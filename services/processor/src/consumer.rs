@@ -146,6 +146,8 @@ pub(crate) struct Pipeline {
     last_seq_save: Instant,
     /// Seals dead letters (they are raw records: serials, MACs, IPs).
     sealer: crate::seal::DlqSealer,
+    /// Derived tables, fed every accepted record (`crate::derived::runner`).
+    pub(crate) derived: crate::derived::runner::Derived,
 }
 
 /// The topics the processor reads.
@@ -244,6 +246,7 @@ impl Pipeline {
             lake_dir: config.lake_dir.clone(),
             last_seq_save: Instant::now(),
             sealer,
+            derived: Default::default(),
         })
     }
 
@@ -298,6 +301,7 @@ impl Pipeline {
         for k in keys {
             self.flush(&k).await?;
         }
+        self.derived.checkpoint().await?;
         self.commit_pending().await;
         self.save_seqs().await;
         tracing::info!(
@@ -323,6 +327,7 @@ impl Pipeline {
 
     async fn on_tick(&mut self) -> Result<(), ProcessorError> {
         self.apply_revocations();
+        self.derived.tick().await?;
         let now = Instant::now();
         let due: Vec<PartKey> = self
             .parts
@@ -458,6 +463,8 @@ impl Pipeline {
             let rej = Rejection::new("bad_datum", "observed_at is outside years 1..=9999");
             return self.dead_letter(m, rej).await;
         };
+        self.derived
+            .on_record(&key.0, key.1, offset, record_type, &value);
         drop(value);
 
         // One file holds one date: a record of another date closes the buffer.
@@ -504,6 +511,8 @@ impl Pipeline {
 
     /// Publish a partition's buffer durably, then commit past it.
     async fn flush(&mut self, key: &PartKey) -> Result<(), ProcessorError> {
+        // Derived state first: it must hold every record of a published file.
+        self.derived.checkpoint().await?;
         let Some(st) = self.parts.get_mut(key) else {
             return Ok(());
         };

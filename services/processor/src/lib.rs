@@ -94,6 +94,9 @@ pub enum ProcessorError {
     /// The Firehose source could not read its bucket or checkpoint.
     #[error("firehose source: {0}")]
     Firehose(#[from] firehose::FirehoseError),
+    /// The saved state of the derived tables cannot be used.
+    #[error(transparent)]
+    DerivedState(#[from] derived::runner::StateError),
     /// A background task failed.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -108,6 +111,7 @@ impl ProcessorError {
             ProcessorError::Lake(e) => e.is_retriable(),
             ProcessorError::Metrics(_) => false,
             ProcessorError::Firehose(e) => e.is_retriable(),
+            ProcessorError::DerivedState(_) => false,
             ProcessorError::Task(_) => true,
         }
     }
@@ -125,8 +129,8 @@ pub(crate) async fn run_with_stats(
     stats: Arc<consumer::Stats>,
 ) -> Result<(), ProcessorError> {
     config.validate()?;
-    let (lake_key, _benchmark_key) = privacy::keys::resolve_keys(&config)?;
-    let transformer = Transformer::new(lake_key.at(0))?.with_key(lake_key);
+    let (lake_key, benchmark_key) = privacy::keys::resolve_keys(&config)?;
+    let transformer = Transformer::new(lake_key.at(0))?.with_key(lake_key.clone());
     let mut secrets = Vec::with_capacity(config.connector_secrets.len());
     for (id, spec) in &config.connector_secrets {
         secrets.push((
@@ -153,6 +157,7 @@ pub(crate) async fn run_with_stats(
             .map_err(ProcessorError::Metrics)?;
     }
     let transformer = Arc::new(transformer);
+    let derived = derived::runner::Derived::start(&config, lake_key, benchmark_key)?;
     let firehose = match &config.firehose {
         Some(fh) => Some(
             firehose::FirehoseSource::new(
@@ -166,11 +171,13 @@ pub(crate) async fn run_with_stats(
                 stats.clone(),
                 seal::from_config(&config)?,
             )
-            .await?,
+            .await?
+            .with_derived(derived.clone()),
         ),
         None => None,
     };
-    let pipeline = consumer::Pipeline::start(&config, verifier, transformer, lake, stats)?;
+    let mut pipeline = consumer::Pipeline::start(&config, verifier, transformer, lake, stats)?;
+    pipeline.derived = derived;
     match firehose {
         // Both sources end together: either failing stops the other.
         Some(fh) => {

@@ -158,6 +158,8 @@ pub(crate) struct FirehoseSource {
     checkpoint_path: PathBuf,
     stats: Arc<Stats>,
     sealer: crate::seal::DlqSealer,
+    /// Derived tables, fed every accepted line (`crate::derived::runner`).
+    derived: crate::derived::runner::Derived,
 }
 
 /// What reading one object did.
@@ -226,7 +228,14 @@ impl FirehoseSource {
             checkpoint_path,
             stats,
             sealer,
+            derived: Default::default(),
         })
+    }
+
+    /// Feed accepted records to the derived tables.
+    pub(crate) fn with_derived(mut self, derived: crate::derived::runner::Derived) -> Self {
+        self.derived = derived;
+        self
     }
 
     /// Poll the prefix until `shutdown`; retriable errors wait and retry.
@@ -275,6 +284,8 @@ impl FirehoseSource {
             self.checkpoint
                 .save(&self.checkpoint_path)
                 .map_err(FirehoseError::from)?;
+            self.derived
+                .forget(&object_topic(&self.config.bucket, &obj.key));
             read += 1;
         }
         Ok(read)
@@ -393,7 +404,9 @@ impl FirehoseSource {
                 }
             };
             match self.accept(&env, reference) {
-                Ok((record_type, date, row)) => {
+                Ok((record_type, date, row, value)) => {
+                    self.derived
+                        .on_record(&topic, 0, offset, record_type, &value);
                     segments
                         .entry((record_type, date))
                         .or_insert_with(|| Segment::new(record_type, &topic, 0, date))
@@ -406,6 +419,8 @@ impl FirehoseSource {
                 }
             }
         }
+        // Derived state first: it must hold every record of a published file.
+        self.derived.checkpoint().await?;
         for ((record_type, _), segment) in segments {
             let Some(schema) = self.transformer.arrow_schema(record_type) else {
                 continue;
@@ -436,6 +451,7 @@ impl FirehoseSource {
             RecordType,
             NaiveDate,
             serde_json::Map<String, serde_json::Value>,
+            apache_avro::types::Value,
         ),
         Rejection,
     > {
@@ -473,7 +489,7 @@ impl FirehoseSource {
         let date = observed_at(&verified.value)
             .and_then(utc_date)
             .ok_or_else(|| Rejection::new("bad_datum", "observed_at is outside years 1..=9999"))?;
-        Ok((record_type, date, row))
+        Ok((record_type, date, row, verified.value))
     }
 
     async fn dead_letter(
