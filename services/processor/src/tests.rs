@@ -31,6 +31,7 @@ use crate::lake::{utc_date, LakeWriter, Segment};
 use crate::privacy::Transformer;
 use crate::{run_with_stats, ProcessorConfig};
 
+mod derived;
 mod signing;
 
 const CONNECTOR: &str = "conn-1";
@@ -309,9 +310,22 @@ fn lake_rows(dir: &Path, table: &str) -> (Vec<(String, i32, i64)>, Vec<String>) 
     (rows, texts)
 }
 
+/// Rows of the raw tables under `dir` (the derived tables are not counted).
 fn count_rows(dir: &Path) -> usize {
+    let derived = [
+        crate::derived::TABLE_KPI,
+        crate::derived::TABLE_LATE,
+        crate::derived::TABLE_BENCHMARK,
+        crate::derived::TABLE_LEDGER,
+    ];
     parquet_files(dir)
         .iter()
+        .filter(|f| {
+            !f.strip_prefix(dir)
+                .ok()
+                .and_then(|r| r.components().next())
+                .is_some_and(|c| derived.iter().any(|t| c.as_os_str() == *t))
+        })
         .map(|f| {
             read_batches(f)
                 .iter()
