@@ -410,3 +410,7 @@ fn rows_written(rows: &[Output], files: usize) {
         metrics::counter!("fleetpulse_processor_derived_rows_total", "table" => table).increment(1);
     }
 }
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;
