@@ -30,11 +30,11 @@
 //! - Versions come from the restored state, so they keep increasing across
 //!   restarts.
 //!
-//! Limits: one state for all partitions, so the derived tables need one
-//! processor instance per consumer group (benchmarks compare devices of
-//! every partition, so the state cannot simply be split by partition); with
-//! several instances set `derived.enabled = false` on all but one and give
-//! that one its own `group_id` (README).
+//! Limits: one state for all partitions, so the derived tables need a
+//! single processor instance holding every partition (benchmarks compare
+//! devices of every partition and a device-day needs records of several
+//! topics, so the state cannot simply be split by partition); with several
+//! instances set `derived.enabled = false` on all of them (README).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -59,7 +59,7 @@ const SNAPSHOT_VERSION: u32 = 1;
 #[serde(deny_unknown_fields, default)]
 pub struct DerivedConfig {
     /// Compute the derived tables while processing (default true). Needs a
-    /// single processor instance per `group_id` (see the README).
+    /// single processor instance holding every partition (see the README).
     pub enabled: bool,
     /// Save the operators' state and write the rows they produced at least
     /// this often (also before every lake file is published). Default 10s.
@@ -136,6 +136,9 @@ pub struct DerivedRunner {
     snapshots: u64,
     last_snapshot: Instant,
     interval: Duration,
+    /// Length and modification time of the file as this runner last wrote
+    /// it: a difference means another instance writes the same state.
+    last_written: Option<(u64, std::time::SystemTime)>,
 }
 
 /// Why the derived state could not be loaded. Not retriable: the file must
@@ -184,6 +187,7 @@ impl DerivedRunner {
             snapshots: 0,
             last_snapshot: Instant::now(),
             interval: config.derived.snapshot_interval,
+            last_written: None,
         };
         let bad = |reason: String| StateError {
             path: path.clone(),
@@ -206,6 +210,7 @@ impl DerivedRunner {
                 runner.op = DerivedOperator::restore(config, lake_key, bench_key, snap.state);
                 runner.positions = snap.positions;
                 runner.snapshots = snap.snapshots;
+                runner.last_written = file_stamp(&path);
                 state_restored(&path, runner.positions.len(), snap.pending.len());
                 // Rows saved but perhaps not written before the stop: write
                 // them (same rows, same file names: present ones are kept).
@@ -283,7 +288,11 @@ impl DerivedRunner {
                 path: self.path.clone(),
                 reason: e.to_string(),
             })?;
+            if self.last_written.is_some() && file_stamp(&self.path) != self.last_written {
+                state_conflict(&self.path);
+            }
             write_atomic(&self.path, &bytes)?;
+            self.last_written = file_stamp(&self.path);
             self.dirty = false;
             state_saved(&self.path, bytes.len(), self.pending.len());
         }
@@ -292,6 +301,11 @@ impl DerivedRunner {
         self.pending.clear();
         Ok(())
     }
+}
+
+fn file_stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
 }
 
 /// Write `bytes` to `path` atomically: temporary file, fsync, rename, fsync
@@ -303,7 +317,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{}-{n}.tmp", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
     f.write_all(bytes).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
@@ -392,6 +408,16 @@ impl Derived {
 fn state_restored(path: &Path, positions: usize, pending: usize) {
     tracing::info!(path = %path.display(), positions, pending, "derived-tables state restored");
     metrics::counter!("fleetpulse_processor_derived_restores_total").increment(1);
+}
+
+fn state_conflict(path: &Path) {
+    tracing::error!(
+        path = %path.display(),
+        "derived-tables state was changed by someone else since this processor saved it: \
+         several instances of one group compute derived tables (unsupported: they \
+         need a single instance; set derived.enabled = false on every instance)"
+    );
+    metrics::counter!("fleetpulse_processor_derived_state_conflicts_total").increment(1);
 }
 
 fn state_saved(path: &Path, bytes: usize, pending: usize) {
