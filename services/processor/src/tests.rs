@@ -399,7 +399,10 @@ async fn happy_path_writes_anonymised_parquet() {
     assert_eq!(all_ids, expected.keys().cloned().collect());
 
     // Layout, names, footer metadata (of the raw tables).
-    for f in parquet_files(lake).into_iter().filter(|f| !is_derived(lake, f)) {
+    for f in parquet_files(lake)
+        .into_iter()
+        .filter(|f| !is_derived(lake, f))
+    {
         let rel = f.strip_prefix(lake).unwrap().to_string_lossy().into_owned();
         let parts: Vec<&str> = rel.split('/').collect();
         assert_eq!(parts.len(), 3, "{rel}");

@@ -313,7 +313,11 @@ fn file_stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
     let io = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |source| LakeError::Io { op, path: p, source }
+        move |source| LakeError::Io {
+            op,
+            path: p,
+            source,
+        }
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;

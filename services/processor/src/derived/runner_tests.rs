@@ -187,7 +187,11 @@ fn records_below_the_saved_position_are_applied_once_after_a_restart() {
         2,
         "offset 25 (saved) skipped, offset 26 (lost in the crash) applied once"
     );
-    assert_eq!(rows(dir.path(), "kpi_device_daily"), 1, "day 1 not emitted again");
+    assert_eq!(
+        rows(dir.path(), "kpi_device_daily"),
+        1,
+        "day 1 not emitted again"
+    );
     // And once more: nothing new.
     drop(r);
     let mut r = open();
@@ -216,41 +220,43 @@ fn rows_saved_in_the_snapshot_are_written_at_start_if_the_crash_came_first() {
     std::fs::remove_dir_all(dir.path().join("kpi_device_daily")).unwrap();
     let path = state_file(dir.path(), &cfg.group_id);
     let mut snap: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let kpi_rows: Vec<Json> = vec![serde_json::to_value(Output::Kpi(
-        crate::kpi::KpiDailyRow {
-            tenant_id: "tenant-a".into(),
-            device_id: "d".into(),
-            day: chrono::NaiveDate::from_ymd_opt(2026, 1, 30).unwrap(),
-            model: None,
-            region: None,
-            minutes_seen: 2,
-            minutes_up: 2,
-            minutes_printing: 0,
-            uptime_pct: 0.1,
-            utilisation_pct: Some(0.0),
-            pages_counted: 0,
-            media_length_m: 0.0,
-            job_pages: 0,
-            job_area_m2: 0.0,
-            toner_g: 0.0,
-            ink_ml: 0.0,
-            agent_ml: 0.0,
-            toner_used_pct: 0.0,
-            ink_used_pct: 0.0,
-            jobs_completed: 0,
-            jobs_failed: 0,
-            errors_by_class: Default::default(),
-            packing_density_pct: None,
-            recycled_material_pct: None,
-            records: 2,
-            version: 1,
-        },
-    ))
+    let kpi_rows: Vec<Json> = vec![serde_json::to_value(Output::Kpi(crate::kpi::KpiDailyRow {
+        tenant_id: "tenant-a".into(),
+        device_id: "d".into(),
+        day: chrono::NaiveDate::from_ymd_opt(2026, 1, 30).unwrap(),
+        model: None,
+        region: None,
+        minutes_seen: 2,
+        minutes_up: 2,
+        minutes_printing: 0,
+        uptime_pct: 0.1,
+        utilisation_pct: Some(0.0),
+        pages_counted: 0,
+        media_length_m: 0.0,
+        job_pages: 0,
+        job_area_m2: 0.0,
+        toner_g: 0.0,
+        ink_ml: 0.0,
+        agent_ml: 0.0,
+        toner_used_pct: 0.0,
+        ink_used_pct: 0.0,
+        jobs_completed: 0,
+        jobs_failed: 0,
+        errors_by_class: Default::default(),
+        packing_density_pct: None,
+        recycled_material_pct: None,
+        records: 2,
+        version: 1,
+    }))
     .unwrap()];
     snap["pending"] = Json::Array(kpi_rows);
     std::fs::write(&path, serde_json::to_vec(&snap).unwrap()).unwrap();
     let _r = DerivedRunner::open(&cfg, lk, bk).unwrap();
-    assert_eq!(rows(dir.path(), "kpi_device_daily"), 1, "pending rows written at start");
+    assert_eq!(
+        rows(dir.path(), "kpi_device_daily"),
+        1,
+        "pending rows written at start"
+    );
 }
 
 #[test]

@@ -151,7 +151,10 @@ async fn derived_tables_are_produced_while_running_and_survive_a_crash() {
          FROM read_parquet('kpi_device_daily/*/*.parquet') GROUP BY ALL",
     );
     assert!(run1.len() >= DEVICES, "run 1 emitted day 1: {run1:?}");
-    assert!(table_rows(&lake, TABLE_LEDGER) > 0, "run 1 wrote ledger rows");
+    assert!(
+        table_rows(&lake, TABLE_LEDGER) > 0,
+        "run 1 wrote ledger rows"
+    );
     let ledger_v1 = int(
         &duck(
             &lake,
@@ -168,9 +171,10 @@ async fn derived_tables_are_produced_while_running_and_survive_a_crash() {
     hb.observed_at = t0 + 23 * HOUR + 45 * MINUTE;
     h.produce_records(vec![encoded(&hb)]).await;
     expected_raw += 1;
-    wait_for("re-read and the restating heartbeat in the raw lake", || {
-        raw_rows(&lake) >= expected_raw
-    })
+    wait_for(
+        "re-read and the restating heartbeat in the raw lake",
+        || raw_rows(&lake) >= expected_raw,
+    )
     .await;
     produce_hours(&h, t0, 30, 56, &mut expected_raw).await;
     wait_for("benchmark published", || {
@@ -190,15 +194,26 @@ async fn derived_tables_are_produced_while_running_and_survive_a_crash() {
          FROM (SELECT DISTINCT * EXCLUDE (errors_by_class) \
                FROM read_parquet('kpi_device_daily/*/*.parquet')) GROUP BY ALL ORDER BY ALL",
     );
-    let days: BTreeSet<String> = kpi.iter().map(|r| r["day"].as_str().unwrap().into()).collect();
+    let days: BTreeSet<String> = kpi
+        .iter()
+        .map(|r| r["day"].as_str().unwrap().into())
+        .collect();
     assert!(
         days.contains("2025-03-30") && days.contains("2025-03-31"),
         "{days:?}"
     );
     for r in &kpi {
-        assert_eq!(int(r, "n"), int(r, "versions"), "one content per version: {r:?}");
+        assert_eq!(
+            int(r, "n"),
+            int(r, "versions"),
+            "one content per version: {r:?}"
+        );
         assert_eq!(int(r, "lo"), 1, "{r:?}");
-        assert_eq!(int(r, "hi"), int(r, "versions"), "no gap in versions: {r:?}");
+        assert_eq!(
+            int(r, "hi"),
+            int(r, "versions"),
+            "no gap in versions: {r:?}"
+        );
     }
     // Day 1 holds every record of the device-day (none recomputed from a
     // partial replay): 24 heartbeats + 24 counters + 4 statuses, and device
@@ -228,10 +243,17 @@ async fn derived_tables_are_produced_while_running_and_survive_a_crash() {
            QUALIFY version = max(version) OVER (PARTITION BY entry_id)) \
          WHERE counter LIKE 'marker%'",
     );
-    assert_eq!(int(&billed[0], "billed"), DEVICES as i64 * 100 * 56, "{billed:?}");
+    assert_eq!(
+        int(&billed[0], "billed"),
+        DEVICES as i64 * 100 * 56,
+        "{billed:?}"
+    );
     // March and April for each device.
     assert_eq!(int(&billed[0], "entries"), DEVICES as i64 * 2, "{billed:?}");
-    assert!(int(&billed[0], "v") > ledger_v1, "ledger versions continued");
+    assert!(
+        int(&billed[0], "v") > ledger_v1,
+        "ledger versions continued"
+    );
     let dup = duck(
         &lake,
         "SELECT entry_id, version, count(DISTINCT quantity) AS q \
@@ -259,7 +281,9 @@ async fn derived_tables_are_produced_while_running_and_survive_a_crash() {
     // Nothing came late here.
     assert_eq!(table_rows(&lake, TABLE_LATE), 0);
     // The state file is where the README says.
-    assert!(lake.join("_state/derived-fleetpulse-processor.json").exists());
+    assert!(lake
+        .join("_state/derived-fleetpulse-processor.json")
+        .exists());
     drop(h.cluster);
 }
 
@@ -301,7 +325,10 @@ async fn data_later_than_the_allowance_goes_to_late_records() {
     assert_eq!(rows[0]["record_type"], "device_heartbeat");
     // 31 h - 5 min watermark, day 1 final at 30 h: 55 minutes late.
     assert_eq!(int(&rows[0], "late_by_ms"), 55 * MINUTE, "{rows:?}");
-    assert!(rows[0]["at"].as_str().unwrap().starts_with("2025-06-02 10:00:00"));
+    assert!(rows[0]["at"]
+        .as_str()
+        .unwrap()
+        .starts_with("2025-06-02 10:00:00"));
     // Not counted in the final day...
     let kpi = duck(
         &lake,
