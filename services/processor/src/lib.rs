@@ -32,6 +32,11 @@
 //!   meets the file already published and skips what it holds ([`lake`]).
 //!   No transaction log, no external store: a restart (even after SIGKILL)
 //!   neither duplicates nor loses rows, and readers see whole files only.
+//! - **Derived tables ride on the same commits.** Every accepted record also
+//!   feeds the KPI, ledger and benchmark operators ([`derived::runner`]),
+//!   whose state is saved beside the lake before each lake file is published,
+//!   so it always covers what the committed offsets cover; re-read records
+//!   are applied once, and versions keep growing across restarts.
 
 use std::sync::Arc;
 
