@@ -234,6 +234,13 @@ impl DerivedRunner {
         record_type: RecordType,
         value: &Value,
     ) {
+        if matches!(
+            record_type,
+            RecordType::ConnectorHeartbeat | RecordType::MaintenanceAlert
+        ) {
+            // Not used by the operators: no state, no position to keep.
+            return;
+        }
         let key = (topic.to_string(), partition);
         if self.positions.get(&key).is_some_and(|next| offset < *next) {
             metrics::counter!("fleetpulse_processor_derived_already_applied_total").increment(1);
