@@ -85,6 +85,8 @@ pub struct ProcessorConfig {
     pub ledger: LedgerConfig,
     /// Daily KPI aggregates: watermark and lateness (see `crate::kpi`).
     pub kpi: KpiConfig,
+    /// Computing the derived tables while running (see `crate::derived::runner`).
+    pub derived: crate::derived::runner::DerivedConfig,
     /// `[lake]`: where files go and how they are laid out.
     pub lake: LakeConfig,
 }
@@ -320,6 +322,7 @@ impl Default for ProcessorConfig {
             ledger: LedgerConfig::default(),
             kpi: KpiConfig::default(),
             lake: LakeConfig::default(),
+            derived: Default::default(),
         }
     }
 }
@@ -417,6 +420,7 @@ impl Validate for ProcessorConfig {
         }
         self.ledger.validate("ledger.")?;
         self.kpi.validate()?;
+        self.derived.validate()?;
         self.lake.check()
     }
 }

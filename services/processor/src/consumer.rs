@@ -160,6 +160,8 @@ pub(crate) struct Pipeline {
     last_seq_save: Instant,
     /// Seals dead letters (they are raw records: serials, MACs, IPs).
     sealer: crate::seal::DlqSealer,
+    /// Derived tables, fed every accepted record (`crate::derived::runner`).
+    pub(crate) derived: crate::derived::runner::Derived,
     /// Set for `process --replay`: a bounded re-read of a date range.
     backfill: Option<Backfill>,
 }
@@ -321,6 +323,7 @@ impl Pipeline {
             last_seq_save: Instant::now(),
             sealer,
             backfill,
+            derived: Default::default(),
         })
     }
 
@@ -410,6 +413,7 @@ impl Pipeline {
         for (k, dir) in self.open_files(|_| true) {
             self.flush(&k, dir).await?;
         }
+        self.derived.checkpoint().await?;
         self.commit_pending().await;
         self.save_seqs().await;
         tracing::info!(
@@ -435,6 +439,7 @@ impl Pipeline {
 
     async fn on_tick(&mut self) -> Result<(), ProcessorError> {
         self.apply_revocations();
+        self.derived.tick().await?;
         let now = Instant::now();
         let (age, idle) = (self.roll_age, self.roll_idle);
         let due = self.open_files(|s| {
@@ -563,6 +568,8 @@ impl Pipeline {
             let rej = Rejection::new("bad_datum", "observed_at is outside years 1..=9999");
             return self.dead_letter(m, rej).await;
         };
+        self.derived
+            .on_record(&key.0, key.1, offset, record_type, &value);
         drop(value);
         if let Some(b) = self.backfill.as_mut() {
             if dir.date < b.from || dir.date > b.to {
@@ -668,6 +675,8 @@ impl Pipeline {
 
     /// Publish an open file durably, then commit what that settles.
     async fn flush(&mut self, key: &PartKey, dir: PartitionDir) -> Result<(), ProcessorError> {
+        // Derived state first: it must hold every record of a published file.
+        self.derived.checkpoint().await?;
         let Some(segment) = self
             .parts
             .get_mut(key)

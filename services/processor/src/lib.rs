@@ -37,6 +37,11 @@
 //! - **Bounded memory whatever the partition count.** Files are encoded as
 //!   they fill, and all open files together stay within
 //!   `lake.buffer_budget_bytes`: past it, the largest is published early.
+//! - **Derived tables ride on the same commits.** Every accepted record also
+//!   feeds the KPI, ledger and benchmark operators ([`derived::runner`]),
+//!   whose state is saved beside the lake before each lake file is published,
+//!   so it always covers what the committed offsets cover; re-read records
+//!   are applied once, and versions keep growing across restarts.
 
 use std::sync::Arc;
 
@@ -101,6 +106,9 @@ pub enum ProcessorError {
     /// The Firehose source could not read its bucket or checkpoint.
     #[error("firehose source: {0}")]
     Firehose(#[from] firehose::FirehoseError),
+    /// The saved state of the derived tables cannot be used.
+    #[error(transparent)]
+    DerivedState(#[from] derived::runner::StateError),
     /// A background task failed.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -115,6 +123,7 @@ impl ProcessorError {
             ProcessorError::Lake(e) => e.is_retriable(),
             ProcessorError::Metrics(_) => false,
             ProcessorError::Firehose(e) => e.is_retriable(),
+            ProcessorError::DerivedState(_) => false,
             ProcessorError::Task(_) => true,
         }
     }
@@ -203,8 +212,8 @@ pub(crate) async fn run_with_stats(
     stats: Arc<consumer::Stats>,
 ) -> Result<(), ProcessorError> {
     config.validate()?;
-    let (lake_key, _benchmark_key) = privacy::keys::resolve_keys(&config)?;
-    let transformer = Transformer::new(lake_key.at(0))?.with_key(lake_key);
+    let (lake_key, benchmark_key) = privacy::keys::resolve_keys(&config)?;
+    let transformer = Transformer::new(lake_key.at(0))?.with_key(lake_key.clone());
     let verifier = verifier_of(&config)?;
 
     std::fs::create_dir_all(&config.lake_dir).map_err(|source| {
@@ -227,6 +236,7 @@ pub(crate) async fn run_with_stats(
             .map_err(ProcessorError::Metrics)?;
     }
     let transformer = Arc::new(transformer);
+    let derived = derived::runner::Derived::start(&config, lake_key, benchmark_key)?;
     let firehose = match &config.firehose {
         Some(fh) => Some(
             firehose::FirehoseSource::new(
@@ -240,11 +250,13 @@ pub(crate) async fn run_with_stats(
                 stats.clone(),
                 seal::from_config(&config)?,
             )
-            .await?,
+            .await?
+            .with_derived(derived.clone()),
         ),
         None => None,
     };
-    let pipeline = consumer::Pipeline::start(&config, verifier, transformer, lake, stats)?;
+    let mut pipeline = consumer::Pipeline::start(&config, verifier, transformer, lake, stats)?;
+    pipeline.derived = derived;
     match firehose {
         // Both sources end together: either failing stops the other.
         Some(fh) => {

@@ -102,7 +102,7 @@ impl BenchmarkConfig {
 }
 
 /// One device's value of one metric in one month.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceMonth {
     /// Benchmark pseudonyms of tenant and device.
     pub identity: BenchmarkIdentity,
@@ -119,7 +119,7 @@ pub struct DeviceMonth {
 }
 
 /// One row of `benchmark_cohort_monthly`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchmarkRow {
     /// First day of the month.
     pub month: NaiveDate,
@@ -326,8 +326,11 @@ pub fn month_of(ms: i64) -> Option<NaiveDate> {
 /// The benchmark operator: device-months in, published cohort rows out when
 /// the watermark closes a month (and again, with a higher version, when late
 /// data changes a month already published).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BenchmarkOperator {
+    /// Not part of the saved state (it names a secret): set again from the
+    /// configuration.
+    #[serde(skip)]
     cfg: BenchmarkConfig,
     lateness_ms: i64,
     months: BTreeMap<NaiveDate, BTreeMap<String, Vec<DeviceMonth>>>,
@@ -345,6 +348,13 @@ impl BenchmarkOperator {
             months: BTreeMap::new(),
             published: BTreeMap::new(),
         }
+    }
+
+    /// Set the configuration again after restoring saved state (the
+    /// configuration is not part of the state).
+    pub fn reconfigure(&mut self, cfg: BenchmarkConfig, lateness_ms: i64) {
+        self.cfg = cfg;
+        self.lateness_ms = lateness_ms;
     }
 
     /// Add one device's monthly value.

@@ -37,6 +37,7 @@ use fleetpulse_core::schema::RecordType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
@@ -46,8 +47,34 @@ use crate::ledger::{CounterReading, LedgerRow, Refused, UsageLedger};
 use crate::privacy::keys::{BenchmarkIdentity, BenchmarkKey, PurposeKey};
 use crate::{LakeError, ProcessorConfig};
 
+pub mod runner;
 #[cfg(test)]
 mod tests;
+
+/// Serde of maps whose keys are not strings (tuples): as a list of pairs.
+pub(crate) mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(crate) fn serialize<'a, S, M, K, V>(map: &'a M, s: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        &'a M: IntoIterator<Item = (&'a K, &'a V)>,
+        K: Serialize + 'a,
+        V: Serialize + 'a,
+    {
+        s.collect_seq(map)
+    }
+
+    pub(crate) fn deserialize<'de, D, M, K, V>(d: D) -> Result<M, D::Error>
+    where
+        D: Deserializer<'de>,
+        M: FromIterator<(K, V)>,
+        K: Deserialize<'de>,
+        V: Deserialize<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
 
 /// Table of daily KPIs per device.
 pub const TABLE_KPI: &str = "kpi_device_daily";
@@ -59,7 +86,7 @@ pub const TABLE_BENCHMARK: &str = "benchmark_cohort_monthly";
 pub const TABLE_LEDGER: &str = "usage_ledger";
 
 /// A row of one of the derived tables.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Output {
     /// `kpi_device_daily`.
     Kpi(KpiDailyRow),
@@ -71,7 +98,7 @@ pub enum Output {
     Ledger(LedgerRow),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct DeviceMonthAcc {
     identity: Option<BenchmarkIdentity>,
     days: BTreeMap<NaiveDate, KpiDailyRow>,
@@ -118,6 +145,50 @@ impl DerivedOperator {
             delay_ms: ms(config.kpi.watermark_delay),
             max_seen: i64::MIN,
         }
+    }
+
+    /// The operators' state, to save (keys and configuration are not part
+    /// of it). [`DerivedOperator::restore`] takes it back.
+    pub fn state(&self) -> DerivedStateRef<'_> {
+        DerivedStateRef {
+            kpi: &self.kpi,
+            ledger: &self.ledger,
+            benchmark: self.benchmark.as_ref(),
+            months: &self.months,
+            max_seen: self.max_seen,
+        }
+    }
+
+    /// An operator configured from `config` (like [`DerivedOperator::new`])
+    /// that continues from a saved `state`: open days, counters, published
+    /// versions and the watermark carry on where they were.
+    pub fn restore(
+        config: &ProcessorConfig,
+        lake_key: PurposeKey,
+        bench_key: Option<BenchmarkKey>,
+        state: DerivedState,
+    ) -> DerivedOperator {
+        let mut op = DerivedOperator::new(config, lake_key, bench_key);
+        let DerivedState {
+            mut kpi,
+            mut ledger,
+            benchmark,
+            months,
+            max_seen,
+        } = state;
+        kpi.reconfigure(config.kpi.clone());
+        ledger.reconfigure(config.ledger.clone());
+        op.kpi = kpi;
+        op.ledger = ledger;
+        if op.benchmark.is_some() {
+            if let Some(mut b) = benchmark {
+                b.reconfigure(config.benchmark.clone(), op.lateness_ms);
+                op.benchmark = Some(b);
+            }
+            op.months = months;
+        }
+        op.max_seen = max_seen;
+        op
     }
 
     /// Take one decoded record of the contract (other types are ignored).
@@ -251,6 +322,35 @@ impl DerivedOperator {
         }
         out
     }
+}
+
+/// Borrowed view of a [`DerivedOperator`]'s state, for saving.
+#[derive(Debug, Serialize)]
+pub struct DerivedStateRef<'a> {
+    kpi: &'a KpiOperator,
+    ledger: &'a UsageLedger,
+    benchmark: Option<&'a BenchmarkOperator>,
+    #[serde(serialize_with = "months_ref")]
+    months: &'a BTreeMap<(NaiveDate, String, String), DeviceMonthAcc>,
+    max_seen: i64,
+}
+
+fn months_ref<S: serde::Serializer>(
+    m: &&BTreeMap<(NaiveDate, String, String), DeviceMonthAcc>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    pairs::serialize(*m, s)
+}
+
+/// Saved state of a [`DerivedOperator`] (see [`DerivedOperator::restore`]).
+#[derive(Debug, Deserialize)]
+pub struct DerivedState {
+    kpi: KpiOperator,
+    ledger: UsageLedger,
+    benchmark: Option<BenchmarkOperator>,
+    #[serde(with = "pairs")]
+    months: BTreeMap<(NaiveDate, String, String), DeviceMonthAcc>,
+    max_seen: i64,
 }
 
 fn ledger_refused(reason: Refused) {
@@ -558,7 +658,7 @@ pub fn write_tables(lake_dir: &Path, outputs: &[Output]) -> Result<Vec<PathBuf>,
         let text = serde_json::to_string(&rows).unwrap_or_default();
         let hash = hex::encode(&Sha256::digest(text.as_bytes())[..12]);
         let dir = lake_dir
-            .join(table)
+            .join(format!("table={table}"))
             .join(format!("date={}", date.format("%Y-%m-%d")));
         let path = dir.join(format!("part-derived-{hash}.parquet"));
         if path.exists() || hashes.insert(path.clone(), ()).is_some() {

@@ -182,11 +182,11 @@ lake = sys.argv[1]
 def q(sql):
     return duckdb.sql(sql.replace('LAKE', lake)).fetchall()
 out = {
-  "kpi": q("SELECT count(*), sum(minutes_printing) FROM (SELECT * FROM read_parquet('LAKE/kpi_device_daily/*/*.parquet') QUALIFY version = max(version) OVER (PARTITION BY device_id, day))")[0],
-  "kpi_type": q("SELECT typeof(day), typeof(errors_by_class) FROM read_parquet('LAKE/kpi_device_daily/*/*.parquet') LIMIT 1")[0],
-  "late": q("SELECT count(*), min(event_id) FROM read_parquet('LAKE/late_records/*/*.parquet')")[0],
-  "ledger": q("SELECT sum(quantity) FROM (SELECT * FROM read_parquet('LAKE/usage_ledger/*/*.parquet') QUALIFY version = max(version) OVER (PARTITION BY entry_id))")[0],
-  "bench": q("SELECT n_tenants, key_version FROM read_parquet('LAKE/benchmark_cohort_monthly/*/*.parquet') WHERE metric = 'pages' AND model <> '*' AND region = 'DE'")[0],
+  "kpi": q("SELECT count(*), sum(minutes_printing) FROM (SELECT * FROM read_parquet('LAKE/table=kpi_device_daily/*/*.parquet') QUALIFY version = max(version) OVER (PARTITION BY device_id, day))")[0],
+  "kpi_type": q("SELECT typeof(day), typeof(errors_by_class) FROM read_parquet('LAKE/table=kpi_device_daily/*/*.parquet') LIMIT 1")[0],
+  "late": q("SELECT count(*), min(event_id) FROM read_parquet('LAKE/table=late_records/*/*.parquet')")[0],
+  "ledger": q("SELECT sum(quantity) FROM (SELECT * FROM read_parquet('LAKE/table=usage_ledger/*/*.parquet') QUALIFY version = max(version) OVER (PARTITION BY entry_id))")[0],
+  "bench": q("SELECT n_tenants, key_version FROM read_parquet('LAKE/table=benchmark_cohort_monthly/*/*.parquet') WHERE metric = 'pages' AND model <> '*' AND region = 'DE'")[0],
 }
 print(json.dumps(out, default=str))
 "#;

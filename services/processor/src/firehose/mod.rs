@@ -158,6 +158,8 @@ pub(crate) struct FirehoseSource {
     checkpoint_path: PathBuf,
     stats: Arc<Stats>,
     sealer: crate::seal::DlqSealer,
+    /// Derived tables, fed every accepted line (`crate::derived::runner`).
+    derived: crate::derived::runner::Derived,
 }
 
 /// What reading one object did.
@@ -226,7 +228,14 @@ impl FirehoseSource {
             checkpoint_path,
             stats,
             sealer,
+            derived: Default::default(),
         })
+    }
+
+    /// Feed accepted records to the derived tables.
+    pub(crate) fn with_derived(mut self, derived: crate::derived::runner::Derived) -> Self {
+        self.derived = derived;
+        self
     }
 
     /// Poll the prefix until `shutdown`; retriable errors wait and retry.
@@ -275,6 +284,8 @@ impl FirehoseSource {
             self.checkpoint
                 .save(&self.checkpoint_path)
                 .map_err(FirehoseError::from)?;
+            self.derived
+                .forget(&object_topic(&self.config.bucket, &obj.key));
             read += 1;
         }
         Ok(read)
@@ -392,7 +403,7 @@ impl FirehoseSource {
                     continue;
                 }
             };
-            let (record_type, dir, row) = match self.accept(&env, reference) {
+            let (record_type, dir, row, value) = match self.accept(&env, reference) {
                 Ok(accepted) => accepted,
                 Err(rej) => {
                     self.dead_letter(&source, offset, &env.key, &env.payload, &env.headers, rej)
@@ -401,6 +412,9 @@ impl FirehoseSource {
                     continue;
                 }
             };
+            self.derived
+                .on_record(&topic, 0, offset, record_type, &value);
+            drop(value);
             let Some(schema) = self.transformer.arrow_schema(record_type) else {
                 continue;
             };
@@ -431,6 +445,8 @@ impl FirehoseSource {
                 }
             }
         }
+        // Derived state first: it must hold every record of a published file.
+        self.derived.checkpoint().await?;
         for ((record_type, _), segment) in segments {
             self.publish(record_type, segment, &mut outcome).await?;
         }
@@ -446,6 +462,8 @@ impl FirehoseSource {
         if segment.is_empty() {
             return Ok(());
         }
+        // Derived state first: it must hold every record of a published file.
+        self.derived.checkpoint().await?;
         let published = self.lake.publish(segment).await?;
         outcome.rows_written += published.rows_written;
         outcome.rows_skipped += published.rows_skipped;
@@ -468,6 +486,7 @@ impl FirehoseSource {
             RecordType,
             PartitionDir,
             serde_json::Map<String, serde_json::Value>,
+            apache_avro::types::Value,
         ),
         Rejection,
     > {
@@ -505,7 +524,7 @@ impl FirehoseSource {
         let dir = observed_at(&verified.value)
             .and_then(|ms| self.lake.partition_dir(record_type, ms))
             .ok_or_else(|| Rejection::new("bad_datum", "observed_at is outside years 1..=9999"))?;
-        Ok((record_type, dir, row))
+        Ok((record_type, dir, row, verified.value))
     }
 
     async fn dead_letter(

@@ -142,7 +142,7 @@ impl KpiRecord {
 }
 
 /// One row of `kpi_device_daily`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KpiDailyRow {
     /// Tenant.
     pub tenant_id: String,
@@ -199,7 +199,7 @@ pub struct KpiDailyRow {
 }
 
 /// One row of `late_records`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LateRecord {
     /// Table (record type) of the record.
     pub record_type: String,
@@ -226,7 +226,7 @@ pub enum KpiOutput {
     Late(LateRecord),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 struct Minutes([u64; MINUTES.div_ceil(64)]);
 
 impl Minutes {
@@ -244,7 +244,7 @@ impl Minutes {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 struct JobFacts {
     observed_at: i64,
     kind: Option<JobKind>,
@@ -257,7 +257,7 @@ struct JobFacts {
     recycled: Option<f64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct DayState {
     events: BTreeSet<String>,
     seen: Minutes,
@@ -271,18 +271,22 @@ struct DayState {
     dirty: bool,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct DeviceInfo {
     model: Option<(i64, String)>,
     region: Option<(i64, String)>,
 }
 
 /// The KPI operator.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct KpiOperator {
+    /// Not part of the saved state: set again from the configuration.
+    #[serde(skip)]
     cfg: KpiConfig,
     watermark: i64,
+    #[serde(with = "crate::derived::pairs")]
     days: BTreeMap<(NaiveDate, String, String), DayState>,
+    #[serde(with = "crate::derived::pairs")]
     devices: HashMap<(String, String), DeviceInfo>,
     counters: UsageLedger,
 }
@@ -304,17 +308,27 @@ fn ms(d: Duration) -> i64 {
 impl KpiOperator {
     /// A new operator; the watermark starts at the beginning of time.
     pub fn new(cfg: KpiConfig) -> KpiOperator {
-        let ledger = LedgerConfig {
-            period: ContractPeriod::Daily,
-            ..LedgerConfig::default()
-        };
         KpiOperator {
             cfg,
             watermark: i64::MIN,
             days: BTreeMap::new(),
             devices: HashMap::new(),
-            counters: UsageLedger::new(ledger),
+            counters: UsageLedger::new(Self::counter_config()),
         }
+    }
+
+    fn counter_config() -> LedgerConfig {
+        LedgerConfig {
+            period: ContractPeriod::Daily,
+            ..LedgerConfig::default()
+        }
+    }
+
+    /// Set the configuration again after restoring saved state (the
+    /// configuration is not part of the state).
+    pub fn reconfigure(&mut self, cfg: KpiConfig) {
+        self.cfg = cfg;
+        self.counters.reconfigure(Self::counter_config());
     }
 
     /// The current watermark.

@@ -187,7 +187,7 @@ pub struct CounterReading {
 }
 
 /// One row of the `usage_ledger` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerRow {
     /// Deterministic id of (tenant, device, counter, period): the upsert key.
     pub entry_id: String,
@@ -273,7 +273,7 @@ pub(crate) fn step(cfg: &LedgerConfig, prev: &Stored, next: &Stored) -> (i64, St
 }
 
 /// A reading as the ledger keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Stored {
     pub(crate) observed_at: i64,
     pub(crate) serial: Option<String>,
@@ -281,7 +281,7 @@ pub(crate) struct Stored {
     pub(crate) mark: Option<CounterMark>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 struct Figure {
     quantity: i64,
     readings: u32,
@@ -291,9 +291,10 @@ struct Figure {
     last_observed_at: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Series {
     unit: String,
+    #[serde(with = "crate::derived::pairs")]
     readings: BTreeMap<(i64, String), Stored>,
     event_ids: HashSet<String>,
     /// Readings ever accepted (the version counter; survives compaction).
@@ -317,9 +318,12 @@ pub enum Refused {
 }
 
 /// The ledger operator: readings in, changed `usage_ledger` rows out.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct UsageLedger {
+    /// Not part of the saved state: set again from the configuration.
+    #[serde(skip)]
     cfg: LedgerConfig,
+    #[serde(with = "crate::derived::pairs")]
     series: HashMap<(String, String, String), Series>,
 }
 
@@ -335,13 +339,21 @@ pub fn entry_id(tenant: &str, device: &str, counter: &str, period_start: NaiveDa
 
 impl UsageLedger {
     /// An empty ledger.
-    pub fn new(mut cfg: LedgerConfig) -> UsageLedger {
+    pub fn new(cfg: LedgerConfig) -> UsageLedger {
+        let mut ledger = UsageLedger {
+            cfg: LedgerConfig::default(),
+            series: HashMap::new(),
+        };
+        ledger.reconfigure(cfg);
+        ledger
+    }
+
+    /// Set the configuration again after restoring saved state (the
+    /// configuration is not part of the state).
+    pub fn reconfigure(&mut self, mut cfg: LedgerConfig) {
         cfg.wrap_moduli.sort_unstable();
         cfg.wrap_moduli.dedup();
-        UsageLedger {
-            cfg,
-            series: HashMap::new(),
-        }
+        self.cfg = cfg;
     }
 
     /// Number of readings held in memory (all series).

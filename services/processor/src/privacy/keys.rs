@@ -120,7 +120,7 @@ impl PurposeKey {
 
 /// A pseudonym made with the benchmark key. Only [`BenchmarkKey`] makes
 /// them, so the benchmark operator cannot be fed lake pseudonyms or raw ids.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BenchmarkPseudonym(String);
 
 impl BenchmarkPseudonym {
@@ -131,7 +131,7 @@ impl BenchmarkPseudonym {
 }
 
 /// Tenant and device of a record, as the benchmark may see them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BenchmarkIdentity {
     /// Benchmark pseudonym of the tenant.
     pub tenant: BenchmarkPseudonym,
