@@ -217,7 +217,7 @@ fn rows_saved_in_the_snapshot_are_written_at_start_if_the_crash_came_first() {
     assert_eq!(written, 1);
     // Simulate a crash between the snapshot and the table write: remove the
     // files and put the rows back as pending in the saved state.
-    std::fs::remove_dir_all(dir.path().join("kpi_device_daily")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("table=kpi_device_daily")).unwrap();
     let path = state_file(dir.path(), &cfg.group_id);
     let mut snap: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let kpi_rows: Vec<Json> = vec![serde_json::to_value(Output::Kpi(crate::kpi::KpiDailyRow {
