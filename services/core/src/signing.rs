@@ -32,7 +32,9 @@ pub const HDR_SIG: &str = "fp-sig";
 /// A connector's signing key, derived from its secret.
 #[derive(Clone)]
 pub struct SigningKey {
-    key: [u8; 32],
+    /// HMAC state after absorbing the key, cloned per record (the key
+    /// schedule is computed once per connector, not per message).
+    mac: HmacSha256,
     key_id: String,
 }
 
@@ -91,7 +93,10 @@ impl SigningKey {
         mac.update(connector_id.as_bytes());
         let key: [u8; 32] = mac.finalize().into_bytes().into();
         let key_id = hex::encode(&Sha256::digest(key)[..8]);
-        SigningKey { key, key_id }
+        SigningKey {
+            mac: HmacSha256::new_from_slice(&key).expect("HMAC takes keys of any length"),
+            key_id,
+        }
     }
 
     /// The public identifier of this key.
@@ -108,7 +113,7 @@ impl SigningKey {
         ts: i64,
         payload: &[u8],
     ) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac = self.mac.clone();
         for part in [topic.as_bytes(), msg_key, batch.as_bytes()] {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);

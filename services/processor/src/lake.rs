@@ -363,33 +363,46 @@ impl LakeWriter {
         let last = rows.last().map(|(o, _)| *o).unwrap_or(0);
         let json_rows: Vec<&Map<String, Json>> = rows.iter().map(|(_, r)| r).collect();
         let batch = record_batch(&schema, &json_rows).map_err(|e| encode(e.to_string()))?;
-        let props = WriterProperties::builder()
+        let props = self.writer_properties(topic, partition, first, last);
+        let file = File::create(tmp).map_err(io_err("create", tmp))?;
+        write_parquet(
+            file.try_clone().map_err(io_err("open", tmp))?,
+            &batch,
+            props,
+        )
+        .map_err(|e| match e {
+            ParquetWriteError::Encode(reason) => encode(reason),
+            ParquetWriteError::Write(reason) => LakeError::Io {
+                op: "write",
+                path: tmp.to_path_buf(),
+                source: io::Error::other(reason),
+            },
+        })?;
+        file.sync_all().map_err(io_err("fsync", tmp))?;
+        Ok(())
+    }
+
+    /// Parquet settings of a lake file (zstd, page statistics, the
+    /// `fleetpulse.*` footer metadata of its offsets).
+    pub fn writer_properties(
+        &self,
+        topic: &str,
+        partition: i32,
+        first_offset: i64,
+        last_offset: i64,
+    ) -> WriterProperties {
+        WriterProperties::builder()
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(self.zstd_level).unwrap_or_default(),
             ))
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_key_value_metadata(Some(vec![
-                KeyValue::new(META_FIRST_OFFSET.into(), first.to_string()),
-                KeyValue::new(META_LAST_OFFSET.into(), last.to_string()),
+                KeyValue::new(META_FIRST_OFFSET.into(), first_offset.to_string()),
+                KeyValue::new(META_LAST_OFFSET.into(), last_offset.to_string()),
                 KeyValue::new(META_TOPIC.into(), topic.to_string()),
                 KeyValue::new(META_PARTITION.into(), partition.to_string()),
             ]))
-            .build();
-        let file = File::create(tmp).map_err(io_err("create", tmp))?;
-        let mut writer = ArrowWriter::try_new(
-            file.try_clone().map_err(io_err("open", tmp))?,
-            schema,
-            Some(props),
-        )
-        .map_err(|e| encode(e.to_string()))?;
-        writer.write(&batch).map_err(|e| encode(e.to_string()))?;
-        writer.close().map_err(|e| LakeError::Io {
-            op: "write",
-            path: tmp.to_path_buf(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        file.sync_all().map_err(io_err("fsync", tmp))?;
-        Ok(())
+            .build()
     }
 
     /// Remove temporary files older than `max_age` left by crashed writers.
@@ -428,6 +441,42 @@ impl LakeWriter {
         }
         removed
     }
+}
+
+/// Why [`write_parquet`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParquetWriteError {
+    /// The batch cannot be encoded (a schema defect).
+    Encode(String),
+    /// Writing or closing the output failed.
+    Write(String),
+}
+
+/// Write one record batch as a Parquet file (one row group per
+/// `WriterProperties::max_row_group_size` rows) into `out`, the way every
+/// lake file is written. Returns the writer's output.
+pub fn write_parquet<W: io::Write + Send>(
+    out: W,
+    batch: &arrow_array::RecordBatch,
+    props: WriterProperties,
+) -> Result<W, ParquetWriteError> {
+    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props))
+        .map_err(|e| ParquetWriteError::Encode(e.to_string()))?;
+    writer
+        .write(batch)
+        .map_err(|e| ParquetWriteError::Encode(e.to_string()))?;
+    writer
+        .into_inner()
+        .map_err(|e| ParquetWriteError::Write(e.to_string()))
+}
+
+/// All rows of a segment as one record batch of `schema` (lineage columns included).
+pub fn segment_batch(
+    segment: &Segment,
+    schema: &SchemaRef,
+) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
+    let json_rows: Vec<&Map<String, Json>> = segment.rows.iter().map(|(_, r)| r).collect();
+    record_batch(schema, &json_rows)
 }
 
 fn skipped_existing(path: &Path, first: i64, last: i64) {
