@@ -772,7 +772,7 @@ fn check_value(kind: &Kind, col: &Col, path: &str) -> Result<(), TransformError>
 #[derive(Debug)]
 pub struct ColumnarTable {
     plan: Arc<ColumnarPlan>,
-    pseudonymizer: Arc<Pseudonymizer>,
+    pseudonymizer: Pseudonymizer,
     cols: Vec<Col>,
     rows: usize,
     countries: HashMap<String, Option<&'static str>>,
@@ -782,7 +782,7 @@ impl ColumnarTable {
     /// An empty table of `plan`'s record type.
     pub fn new(
         plan: Arc<ColumnarPlan>,
-        pseudonymizer: Arc<Pseudonymizer>,
+        pseudonymizer: Pseudonymizer,
     ) -> Result<ColumnarTable, TransformError> {
         let cols = plan.columns()?;
         Ok(ColumnarTable {

@@ -40,6 +40,7 @@ use fleetpulse_core::pseudonym::Pseudonymizer;
 use fleetpulse_core::{telemetry, Shutdown};
 
 pub mod arrow_schema;
+pub mod batch;
 pub mod columnar;
 pub mod config;
 mod consumer;

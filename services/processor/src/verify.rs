@@ -291,7 +291,7 @@ pub(crate) fn connector_matches(
     ))
 }
 
-fn record_connector(value: &Value) -> Option<&str> {
+pub(crate) fn record_connector(value: &Value) -> Option<&str> {
     let Value::Record(fields) = value else {
         return None;
     };

@@ -115,7 +115,7 @@ fn generic(tr: &Transformer, t: RecordType, rows: &[(i64, &[u8])]) -> RecordBatc
 fn columnar(tr: &Transformer, t: RecordType, rows: &[(i64, &[u8])]) -> RecordBatch {
     let plan = Arc::new(ColumnarPlan::new(t, tr.arrow_schema(t).unwrap()).unwrap());
     let mut table =
-        ColumnarTable::new(plan.clone(), Arc::new(Pseudonymizer::new(KEY, "v1"))).unwrap();
+        ColumnarTable::new(plan.clone(), Pseudonymizer::new(KEY, "v1")).unwrap();
     let mut scratch = Scratch::default();
     for (offset, payload) in rows {
         let datum = &payload[10..];
