@@ -156,17 +156,26 @@ impl SigningKey {
                 found: fields.key_id.clone(),
             });
         }
-        let sig = hex::decode(&fields.sig).map_err(|_| SignatureError::MissingHeader(HDR_SIG))?;
-        self.mac(
+        let mac = self.mac(
             topic,
             msg_key,
             &fields.batch,
             fields.seq,
             fields.ts,
             payload,
-        )
-        .verify_slice(&sig)
-        .map_err(|_| SignatureError::BadSignature)
+        );
+        // A SHA-256 MAC is 64 hex digits: decoded on the stack.
+        let mut sig = [0u8; 32];
+        let checked = if fields.sig.len() == 2 * sig.len() {
+            hex::decode_to_slice(&fields.sig, &mut sig)
+                .map_err(|_| SignatureError::MissingHeader(HDR_SIG))?;
+            mac.verify_slice(&sig)
+        } else {
+            let sig =
+                hex::decode(&fields.sig).map_err(|_| SignatureError::MissingHeader(HDR_SIG))?;
+            mac.verify_slice(&sig)
+        };
+        checked.map_err(|_| SignatureError::BadSignature)
     }
 }
 

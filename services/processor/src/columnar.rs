@@ -45,6 +45,8 @@ use crate::verify::Rejection;
 const MAX_DEPTH: usize = 32;
 /// Most items of one array in one datum: a hostile count fails cleanly.
 const MAX_ITEMS: u64 = 1 << 20;
+/// Distinct values remembered per pseudonymised field of one table.
+const PSEUDONYM_CACHE: usize = 16_384;
 /// Distinct locations remembered by one table's country cache.
 const COUNTRY_CACHE: usize = 4096;
 
@@ -775,6 +777,7 @@ pub struct ColumnarTable {
     pseudonymizer: Pseudonymizer,
     cols: Vec<Col>,
     rows: usize,
+    pseudonyms: PseudonymCache,
     countries: HashMap<String, Option<&'static str>>,
 }
 
@@ -790,6 +793,7 @@ impl ColumnarTable {
             pseudonymizer,
             cols,
             rows: 0,
+            pseudonyms: PseudonymCache::default(),
             countries: HashMap::new(),
         })
     }
@@ -822,6 +826,7 @@ impl ColumnarTable {
             cells: &scratch.cells,
             at: 0,
             pseudonymizer: &self.pseudonymizer,
+            pseudonyms: &mut self.pseudonyms,
             countries: &mut self.countries,
         };
         let data = self.cols.len() - 2;
@@ -853,7 +858,41 @@ struct Emitter<'a> {
     cells: &'a [Cell],
     at: usize,
     pseudonymizer: &'a Pseudonymizer,
+    pseudonyms: &'a mut PseudonymCache,
     countries: &'a mut HashMap<String, Option<&'static str>>,
+}
+
+/// Recent pseudonyms by purpose and value: the same devices report again
+/// and again, and a lookup is cheaper than the two SHA-256 blocks of an
+/// HMAC. Bounded (cleared when full); lives as long as its table buffer.
+#[derive(Debug, Default)]
+struct PseudonymCache {
+    by_purpose: Vec<(String, HashMap<String, [u8; 32]>)>,
+    buf: [u8; 32],
+}
+
+impl PseudonymCache {
+    fn get(&mut self, p: &Pseudonymizer, purpose: &str, value: &str) -> &str {
+        let i = match self.by_purpose.iter().position(|(n, _)| n == purpose) {
+            Some(i) => i,
+            None => {
+                self.by_purpose.push((purpose.to_string(), HashMap::new()));
+                self.by_purpose.len() - 1
+            }
+        };
+        let map = &mut self.by_purpose[i].1;
+        if let Some(hex) = map.get(value) {
+            self.buf = *hex;
+        } else {
+            p.pseudonymize_into(purpose, value, &mut self.buf);
+            if map.len() >= PSEUDONYM_CACHE {
+                map.clear();
+            }
+            map.insert(value.to_string(), self.buf);
+        }
+        // Only ASCII hex digits are ever stored.
+        std::str::from_utf8(&self.buf).unwrap_or_default()
+    }
 }
 
 /// A string cell's text (validated UTF-8 when decoded).
@@ -887,10 +926,11 @@ impl<'a> Emitter<'a> {
                     if let (Col::Utf8(p), Some(Col::Utf8(k))) = (&mut head[i], tail.first_mut()) {
                         match cell {
                             Cell::Str(s, n) => {
-                                let mut buf = [0u8; 32];
                                 let text = self.text(s, n);
-                                p.append_value(self.pseudonymizer.pseudonymize_into(
-                                    &f.name, text, &mut buf,
+                                p.append_value(self.pseudonyms.get(
+                                    self.pseudonymizer,
+                                    &f.name,
+                                    text,
                                 ));
                                 k.append_value(self.pseudonymizer.key_id());
                             }

@@ -29,6 +29,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde_json::{Map, Value as Json};
 
 use crate::arrow_schema::record_batch;
@@ -396,6 +397,9 @@ impl LakeWriter {
                 ZstdLevel::try_new(self.zstd_level).unwrap_or_default(),
             ))
             .set_statistics_enabled(EnabledStatistics::Page)
+            // Unique per row: a dictionary only costs (hashing every id
+            // until the dictionary overflows and the writer falls back).
+            .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
             .set_key_value_metadata(Some(vec![
                 KeyValue::new(META_FIRST_OFFSET.into(), first_offset.to_string()),
                 KeyValue::new(META_LAST_OFFSET.into(), last_offset.to_string()),
