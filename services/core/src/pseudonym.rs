@@ -55,7 +55,12 @@ impl Pseudonymizer {
 
     /// [`Pseudonymizer::pseudonymize`] without allocating: the 32 hex
     /// characters are written into `buf`.
-    pub fn pseudonymize_into<'b>(&self, purpose: &str, value: &str, buf: &'b mut [u8; 32]) -> &'b str {
+    pub fn pseudonymize_into<'b>(
+        &self,
+        purpose: &str,
+        value: &str,
+        buf: &'b mut [u8; 32],
+    ) -> &'b str {
         let mut mac = self.mac.clone();
         mac.update(purpose.as_bytes());
         mac.update(b"|");

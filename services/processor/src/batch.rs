@@ -166,12 +166,10 @@ impl Plans {
     pub fn new(transformer: &Transformer) -> Result<Plans, TransformError> {
         let mut plans = BTreeMap::new();
         for t in RecordType::ALL {
-            let schema = transformer
-                .arrow_schema(t)
-                .ok_or_else(|| TransformError {
-                    path: t.name().into(),
-                    reason: "record type not prepared".into(),
-                })?;
+            let schema = transformer.arrow_schema(t).ok_or_else(|| TransformError {
+                path: t.name().into(),
+                reason: "record type not prepared".into(),
+            })?;
             plans.insert(t, Arc::new(ColumnarPlan::new(t, schema)?));
         }
         Ok(Plans(Arc::new(plans)))
@@ -298,7 +296,9 @@ impl PartitionWriter {
     fn accept(&mut self, m: &Message<'_>, now_ms: i64) -> Result<(), Outcome> {
         let mut clock = self.timing.then(Instant::now);
         let Some(t) = self.kafka.record_type_of(m.topic) else {
-            return Err(Rejection::new("unknown_topic", "topic carries no known record type").into());
+            return Err(
+                Rejection::new("unknown_topic", "topic carries no known record type").into(),
+            );
         };
         let reference = ReferenceTime::of(rdkafka::Timestamp::CreateTime(m.timestamp_ms), now_ms);
         // The alerter's topic is not signed (see `include_alerts`).
@@ -334,16 +334,17 @@ impl PartitionWriter {
                 drop(value);
                 self.roll_if_other_date(t, date)?;
                 let partition = self.partition;
-                let buffer = self.buffers.entry(t).or_insert_with(|| {
-                    Buffer::Generic(Segment::new(t, m.topic, partition, date))
-                });
+                let buffer = self
+                    .buffers
+                    .entry(t)
+                    .or_insert_with(|| Buffer::Generic(Segment::new(t, m.topic, partition, date)));
                 if let Buffer::Generic(s) = buffer {
                     s.push(m.offset, row);
                 }
                 self.stats.stages.anonymise += self.lap(&mut clock);
             }
             Encoder::Columnar => {
-                let plan = self.plans.0.get(&t).cloned().ok_or_else(|| {
+                let plan = self.plans.0.get(&t).ok_or_else(|| {
                     Outcome::Failed(BatchError::Schema(TransformError {
                         path: t.name().into(),
                         reason: "no columnar plan".into(),
@@ -359,8 +360,13 @@ impl PartitionWriter {
                 self.stats.stages.decode += self.lap(&mut clock);
                 self.roll_if_other_date(t, date)?;
                 if !self.buffers.contains_key(&t) {
-                    let table =
-                        ColumnarTable::new(plan, self.transformer.pseudonymizer().clone())
+                    let plan = self.plans.0.get(&t).cloned().ok_or_else(|| {
+                        Outcome::Failed(BatchError::Schema(TransformError {
+                            path: t.name().into(),
+                            reason: "no columnar plan".into(),
+                        }))
+                    })?;
+                    let table = ColumnarTable::new(plan, self.transformer.pseudonymizer().clone())
                         .map_err(|e| Outcome::Failed(e.into()))?;
                     self.buffers.insert(
                         t,
@@ -379,7 +385,11 @@ impl PartitionWriter {
                 self.stats.stages.anonymise += self.lap(&mut clock);
             }
         }
-        if self.buffers.get(&t).is_some_and(|b| b.len() >= self.rows_per_file) {
+        if self
+            .buffers
+            .get(&t)
+            .is_some_and(|b| b.len() >= self.rows_per_file)
+        {
             self.flush(t).map_err(Outcome::Failed)?;
         }
         Ok(())
@@ -438,7 +448,8 @@ impl PartitionWriter {
         let props = self
             .lake
             .writer_properties(&topic, self.partition, first, last);
-        let bytes = write_parquet(Vec::new(), &batch, props).map_err(|e| encode(format!("{e:?}")))?;
+        let bytes =
+            write_parquet(Vec::new(), &batch, props).map_err(|e| encode(format!("{e:?}")))?;
         self.stats.stages.parquet += self.lap(&mut clock);
         self.stats.rows_written += batch.num_rows() as u64;
         self.stats.files += 1;

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use apache_avro::schema::RecordSchema;
 use apache_avro::Schema as AvroSchema;
 use arrow_array::builder::{
-    BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
-    NullBufferBuilder, StringBuilder, TimestampMillisecondBuilder,
+    BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, NullBufferBuilder,
+    StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
@@ -122,7 +122,10 @@ fn kind_of(
     depth: usize,
 ) -> Result<Kind, TransformError> {
     if depth > MAX_DEPTH {
-        return Err(terr(path, "schema nests deeper than 32 levels (recursive?)"));
+        return Err(terr(
+            path,
+            "schema nests deeper than 32 levels (recursive?)",
+        ));
     }
     let schema = names
         .resolve(schema)
@@ -149,10 +152,9 @@ fn kind_of(
         AvroSchema::Array(a) => Kind::Array(Box::new(kind_of(&a.items, names, path, depth + 1)?)),
         AvroSchema::Map(m) => Kind::Map(Box::new(kind_of(&m.types, names, path, depth + 1)?)),
         AvroSchema::Union(u) => match (u.variants(), nullable_branch(u.variants())) {
-            (_, Some((i, t))) => Kind::Nullable(
-                (1 - i) as u8,
-                Box::new(kind_of(t, names, path, depth + 1)?),
-            ),
+            (_, Some((i, t))) => {
+                Kind::Nullable((1 - i) as u8, Box::new(kind_of(t, names, path, depth + 1)?))
+            }
             (variants, None) => Kind::Union(
                 variants
                     .iter()
@@ -240,7 +242,10 @@ impl Scratch {
 }
 
 fn bad(reason: &str) -> Rejection {
-    Rejection::new("bad_datum", format!("datum does not match its schema: {reason}"))
+    Rejection::new(
+        "bad_datum",
+        format!("datum does not match its schema: {reason}"),
+    )
 }
 
 struct Reader<'d> {
@@ -253,7 +258,10 @@ impl Reader<'_> {
         let mut v: u64 = 0;
         let mut shift = 0u32;
         loop {
-            let b = *self.buf.get(self.pos).ok_or_else(|| bad("datum is truncated"))?;
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| bad("datum is truncated"))?;
             self.pos += 1;
             if shift == 63 && b > 1 {
                 return Err(bad("varint overflows 64 bits"));
@@ -370,9 +378,15 @@ impl ColumnarPlan {
         let mut cols = Vec::with_capacity(fields.len());
         record_cols(&self.fields, &fields[..data], "", &mut cols)?;
         cols.push(Col::new(fields[data].data_type(), fields[data].name())?);
-        cols.push(Col::new(fields[data + 1].data_type(), fields[data + 1].name())?);
+        cols.push(Col::new(
+            fields[data + 1].data_type(),
+            fields[data + 1].name(),
+        )?);
         if !matches!(cols[data], Col::I32(_)) || !matches!(cols[data + 1], Col::I64(_)) {
-            return Err(terr(self.record_type.name(), "lineage columns have the wrong type"));
+            return Err(terr(
+                self.record_type.name(),
+                "lineage columns have the wrong type",
+            ));
         }
         Ok(cols)
     }
@@ -1044,12 +1058,16 @@ impl<'a> Emitter<'a> {
             (Cell::Sym(i), Kind::Enum(symbols), Col::Utf8(b)) => {
                 b.append_value(symbols.get(i as usize).map_or("", String::as_str))
             }
-            (Cell::Len(n), Kind::Array(item), Col::List {
-                offsets,
-                nulls,
-                child,
-                ..
-            }) => {
+            (
+                Cell::Len(n),
+                Kind::Array(item),
+                Col::List {
+                    offsets,
+                    nulls,
+                    child,
+                    ..
+                },
+            ) => {
                 for _ in 0..n {
                     self.value(item, child);
                 }

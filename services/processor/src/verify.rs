@@ -214,7 +214,11 @@ impl Verifier {
 
     /// The Avro datum of a single-object encoded `payload` that must be a
     /// record of `expected` type (the bytes after the 10-byte header).
-    pub fn datum<'p>(&self, expected: RecordType, payload: &'p [u8]) -> Result<&'p [u8], Rejection> {
+    pub fn datum<'p>(
+        &self,
+        expected: RecordType,
+        payload: &'p [u8],
+    ) -> Result<&'p [u8], Rejection> {
         let found =
             codec::peek_type(payload).map_err(|e| Rejection::new(e.class(), e.to_string()))?;
         if found != expected {

@@ -152,7 +152,12 @@ fn pick_type(rng: &mut Rng) -> RecordType {
 /// One record of type `t` for device `dev`, with values varied by `rng`.
 fn encode_record(t: RecordType, dev: usize, rng: &mut Rng) -> anyhow::Result<(Vec<u8>, String)> {
     let serial = format!("SN{dev:08}");
-    let ip = format!("10.{}.{}.{}", dev / 65_536 % 256, dev / 256 % 256, dev % 256);
+    let ip = format!(
+        "10.{}.{}.{}",
+        dev / 65_536 % 256,
+        dev / 256 % 256,
+        dev % 256
+    );
     let payload = match t {
         RecordType::DeviceHeartbeat => {
             let mut r = samples::device_heartbeat(&serial);
@@ -175,8 +180,12 @@ fn encode_record(t: RecordType, dev: usize, rng: &mut Rng) -> anyhow::Result<(Ve
             let mut r = samples::device_status(&serial);
             r.ip_address = Some(ip.clone());
             r.sys_location = Some(
-                ["Berlin, DE, 2nd floor", "Lyon, France", "Austin, TX, USA", "Room 101"]
-                    [dev % 4]
+                [
+                    "Berlin, DE, 2nd floor",
+                    "Lyon, France",
+                    "Austin, TX, USA",
+                    "Room 101",
+                ][dev % 4]
                     .to_string(),
             );
             r.sys_name = Some(format!("printer-{dev}.example"));
@@ -277,7 +286,11 @@ fn write_input_file(path: &Path, input: &[Input]) -> anyhow::Result<()> {
 }
 
 /// What the Python baseline needs besides the messages.
-fn write_baseline_config(path: &Path, kafka: &KafkaConfig, rows_per_file: usize) -> anyhow::Result<()> {
+fn write_baseline_config(
+    path: &Path,
+    kafka: &KafkaConfig,
+    rows_per_file: usize,
+) -> anyhow::Result<()> {
     let schemas: serde_json::Map<String, serde_json::Value> = RecordType::ALL
         .into_iter()
         .map(|t| {
@@ -450,7 +463,9 @@ fn run_partitions(
 
 /// Stage profile of one partition with stage timing on.
 fn profile(shared: &Shared, input: &[Input], encoder: Encoder) -> anyhow::Result<Stages> {
-    let mut w = shared.writer(encoder, 0, Sink::Memory).with_stage_timing(true);
+    let mut w = shared
+        .writer(encoder, 0, Sink::Memory)
+        .with_stage_timing(true);
     feed(&mut w, input)?;
     Ok(w.stats().stages)
 }
@@ -475,7 +490,8 @@ impl Baseline {
 
 fn run_python(python: &str, dir: &Path) -> Result<Baseline, String> {
     let script = dir.join("process_baseline.py");
-    std::fs::write(&script, BASELINE_PY).map_err(|e| format!("writing the baseline script: {e}"))?;
+    std::fs::write(&script, BASELINE_PY)
+        .map_err(|e| format!("writing the baseline script: {e}"))?;
     let out = Command::new(python)
         .arg(&script)
         .arg("--input")
@@ -652,7 +668,11 @@ pub(crate) fn run(args: &ProcessArgs, out: &mut dyn std::io::Write) -> anyhow::R
     let mut first_rows = 0;
     for encoder in args.encoders() {
         for (i, p) in args.partitions.iter().enumerate() {
-            let dir = if i == 0 { args.out_dir.as_deref() } else { None };
+            let dir = if i == 0 {
+                args.out_dir.as_deref()
+            } else {
+                None
+            };
             let r = run_partitions(&shared, &input, encoder, *p, dir)?;
             if i == 0 && encoder == *args.encoders().last().unwrap_or(&Encoder::Columnar) {
                 first_rows = r.rows;
@@ -674,7 +694,11 @@ pub(crate) fn run(args: &ProcessArgs, out: &mut dyn std::io::Write) -> anyhow::R
                 r.peak_rss.map_or("NA".into(), |b| format!("{:.1}", procfs::mib(b))),
             )?;
             if r.rejected > 0 {
-                writeln!(out, "          {} records rejected (expected none)", r.rejected)?;
+                writeln!(
+                    out,
+                    "          {} records rejected (expected none)",
+                    r.rejected
+                )?;
             }
             runs.push(r);
         }
@@ -845,7 +869,12 @@ mod tests {
         let last = text.lines().last().unwrap();
         let fields: Vec<&str> = last.split(' ').collect();
         assert_eq!(fields[0], "RESULT", "{text}");
-        let keys = ["events_per_sec_per_core", "mb_per_sec_per_core", "python_ratio", "peak_rss_mb"];
+        let keys = [
+            "events_per_sec_per_core",
+            "mb_per_sec_per_core",
+            "python_ratio",
+            "peak_rss_mb",
+        ];
         assert_eq!(fields.len(), 1 + keys.len(), "{last}");
         for (f, k) in fields[1..].iter().zip(keys) {
             let (key, value) = f.split_once('=').unwrap();

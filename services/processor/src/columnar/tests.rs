@@ -114,8 +114,7 @@ fn generic(tr: &Transformer, t: RecordType, rows: &[(i64, &[u8])]) -> RecordBatc
 
 fn columnar(tr: &Transformer, t: RecordType, rows: &[(i64, &[u8])]) -> RecordBatch {
     let plan = Arc::new(ColumnarPlan::new(t, tr.arrow_schema(t).unwrap()).unwrap());
-    let mut table =
-        ColumnarTable::new(plan.clone(), Pseudonymizer::new(KEY, "v1")).unwrap();
+    let mut table = ColumnarTable::new(plan.clone(), Pseudonymizer::new(KEY, "v1")).unwrap();
     let mut scratch = Scratch::default();
     for (offset, payload) in rows {
         let datum = &payload[10..];
@@ -149,15 +148,16 @@ fn every_sample_gives_the_same_batch_both_ways() {
         }
         // And the same Parquet rows once written and read back.
         let read = |batch: &RecordBatch| -> Vec<RecordBatch> {
-            let props = crate::lake::LakeWriter::new("/nonexistent").writer_properties("t", 7, 0, 1);
+            let props =
+                crate::lake::LakeWriter::new("/nonexistent").writer_properties("t", 7, 0, 1);
             let file = tempfile::tempfile().unwrap();
             let file = crate::lake::write_parquet(file, batch, props).unwrap();
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
         };
         assert_eq!(read(&a), read(&b), "{t}: Parquet rows differ");
     }
@@ -170,9 +170,14 @@ fn pseudonyms_and_drops_as_the_contract_says() {
     let p = enc(&samples::device_status("SERIAL-XYZ-1"));
     let b = columnar(&tr, RecordType::DeviceStatus, &[(1, &p)]);
     let col = |n: &str| b.column_by_name(n).cloned();
-    assert!(col("sys_name").is_none() && col("sys_contact").is_none() && col("mac_address").is_none());
+    assert!(
+        col("sys_name").is_none() && col("sys_contact").is_none() && col("mac_address").is_none()
+    );
     let ids = col("device_id").unwrap();
-    let ids = ids.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+    let ids = ids
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()
+        .unwrap();
     assert_eq!(
         ids.value(0),
         Pseudonymizer::new(KEY, "v1").pseudonymize("device_id", "SERIAL-XYZ-1")
@@ -185,7 +190,9 @@ fn pseudonyms_and_drops_as_the_contract_says() {
 fn bad_datums_are_rejected_like_the_generic_path() {
     let plan = ColumnarPlan::new(
         RecordType::DeviceHeartbeat,
-        transformer().arrow_schema(RecordType::DeviceHeartbeat).unwrap(),
+        transformer()
+            .arrow_schema(RecordType::DeviceHeartbeat)
+            .unwrap(),
     )
     .unwrap();
     let good = enc(&samples::device_heartbeat("SER-1"));
@@ -222,7 +229,8 @@ fn bad_datums_are_rejected_like_the_generic_path() {
                 *v = apache_avro::types::Value::Enum(2, "http".into());
             }
         }
-        let datum = apache_avro::to_avro_datum(schema, apache_avro::types::Value::Record(ok)).unwrap();
+        let datum =
+            apache_avro::to_avro_datum(schema, apache_avro::types::Value::Record(ok)).unwrap();
         // Find the enum index byte (zigzag 2 = 4) after observed_at/schema_version.
         let mut bad_enum = good[..10].to_vec();
         let mut d = datum.clone();
