@@ -181,7 +181,7 @@ impl Plans {
 enum Buffer {
     Generic(Segment),
     Columnar {
-        table: ColumnarTable,
+        table: Box<ColumnarTable>,
         date: NaiveDate,
         first: i64,
         last: i64,
@@ -371,7 +371,7 @@ impl PartitionWriter {
                     self.buffers.insert(
                         t,
                         Buffer::Columnar {
-                            table,
+                            table: Box::new(table),
                             date,
                             first: m.offset,
                             last: m.offset,

@@ -174,7 +174,7 @@ fn encode_record(t: RecordType, dev: usize, rng: &mut Rng) -> anyhow::Result<(Ve
             r.markers[0].life_count = (rng.below(2_000_000)) as i64;
             m2.marker_index = 2;
             m2.life_count = (rng.below(500_000)) as i64;
-            if dev % 2 == 0 {
+            if dev.is_multiple_of(2) {
                 r.markers.push(m2);
             }
             codec::encode(&r)?
@@ -195,7 +195,7 @@ fn encode_record(t: RecordType, dev: usize, rng: &mut Rng) -> anyhow::Result<(Ve
             let level = rng.below(101) as i32;
             r.supplies[0].level = Some(level);
             r.supplies[0].percent = Some(f64::from(level));
-            if dev % 3 != 0 {
+            if !dev.is_multiple_of(3) {
                 // 2D printers: no printheads, no build unit.
                 r.printheads.clear();
                 r.build_unit = None;
@@ -235,7 +235,7 @@ fn build_input(n: usize, kafka: &KafkaConfig) -> anyhow::Result<Vec<Input>> {
     let mut batch = String::new();
     for i in 0..n {
         // One publish batch per 50 records (a poll cycle's worth).
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             batch = fleetpulse_core::new_event_id();
         }
         let t = pick_type(&mut rng);
