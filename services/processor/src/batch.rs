@@ -475,3 +475,107 @@ impl From<Rejection> for Outcome {
         Outcome::Rejected(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetpulse_core::pseudonym::Pseudonymizer;
+    use fleetpulse_core::samples;
+    use fleetpulse_core::signing::*;
+
+    const SECRET: &[u8] = b"batch-test-secret-000001";
+
+    #[test]
+    fn topics_map_back_to_their_record_type() {
+        for prefix in ["fleetpulse", "acme.prod"] {
+            let k = KafkaConfig {
+                topic_prefix: prefix.into(),
+                ..KafkaConfig::default()
+            };
+            for t in RecordType::ALL {
+                assert_eq!(k.record_type_of(&k.topic(t)), Some(t), "{prefix} {t}");
+            }
+            assert_eq!(k.record_type_of(&format!("{prefix}.raw.nope")), None);
+            assert_eq!(
+                k.record_type_of(&format!("{prefix}raw.device_status")),
+                None
+            );
+            assert_eq!(k.record_type_of("other.raw.device_status"), None);
+        }
+    }
+
+    /// Both encoders accept the same messages, write the same rows and
+    /// reject tampered ones with the consumer's classes.
+    #[test]
+    fn both_encoders_accept_and_reject_the_same() {
+        let kafka = KafkaConfig::default();
+        let tr =
+            Arc::new(Transformer::new(Pseudonymizer::new(b"k-0123456789abcdef", "v1")).unwrap());
+        let plans = Plans::new(&tr).unwrap();
+        let key = SigningKey::derive(SECRET, "conn-1");
+        let ts = 1_763_700_000_000;
+        let mut input = Vec::new();
+        for (i, payload) in [
+            codec::encode(&samples::device_status("S1")).unwrap(),
+            codec::encode(&samples::device_heartbeat("S2")).unwrap(),
+            codec::encode(&samples::usage_counters("S3")).unwrap(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let t = codec::peek_type(&payload).unwrap();
+            let topic = kafka.topic(t);
+            let sig = key.sign(&topic, b"S", "b", i as u64, ts, &payload);
+            let headers = vec![
+                (HDR_CONNECTOR.to_string(), b"conn-1".to_vec()),
+                (HDR_KEY_ID.to_string(), key.key_id().as_bytes().to_vec()),
+                (HDR_BATCH.to_string(), b"b".to_vec()),
+                (HDR_SEQ.to_string(), i.to_string().into_bytes()),
+                (HDR_TS.to_string(), ts.to_string().into_bytes()),
+                (HDR_SIG.to_string(), sig.into_bytes()),
+            ];
+            input.push((topic, payload, headers));
+        }
+        // Tampered payload, and a record moved to another topic.
+        let mut bad = input[1].clone();
+        let last = bad.1.len() - 1;
+        bad.1[last] ^= 1;
+        input.push(bad);
+        let mut moved = input[2].clone();
+        moved.0 = kafka.topic(RecordType::DeviceStatus);
+        input.push(moved);
+        for encoder in [Encoder::Generic, Encoder::Columnar] {
+            let mut w = PartitionWriter::new(
+                kafka.clone(),
+                Verifier::new([("conn-1", SECRET)]),
+                tr.clone(),
+                plans.clone(),
+                encoder,
+                3,
+                2,
+                Sink::Memory,
+            );
+            for (offset, (topic, payload, headers)) in input.iter().enumerate() {
+                let m = Message {
+                    topic,
+                    offset: offset as i64,
+                    key: b"S",
+                    payload,
+                    headers,
+                    timestamp_ms: ts,
+                };
+                w.process(&m, ts + 1_000).unwrap();
+            }
+            let st = w.finish().unwrap().clone();
+            assert_eq!(st.accepted, 3, "{encoder:?}");
+            assert_eq!(st.rows_written, 3, "{encoder:?}");
+            assert_eq!(st.files, 3, "{encoder:?}");
+            assert!(st.parquet_bytes > 0);
+            assert_eq!(
+                st.rejected.into_iter().collect::<Vec<_>>(),
+                [("bad_signature", 2)],
+                "{encoder:?}"
+            );
+        }
+    }
+}
