@@ -47,8 +47,8 @@ const MAX_DEPTH: usize = 32;
 const MAX_ITEMS: u64 = 1 << 20;
 /// Distinct values remembered per pseudonymised field of one table.
 const PSEUDONYM_CACHE: usize = 16_384;
-/// Distinct locations remembered by one table's country cache.
-const COUNTRY_CACHE: usize = 4096;
+/// Distinct values remembered by one table's country and /24 caches.
+const GENERALIZE_CACHE: usize = 16_384;
 
 fn terr(path: &str, reason: impl Into<String>) -> TransformError {
     TransformError {
@@ -793,6 +793,7 @@ pub struct ColumnarTable {
     rows: usize,
     pseudonyms: PseudonymCache,
     countries: HashMap<String, Option<&'static str>>,
+    networks: HashMap<String, Option<Box<str>>>,
 }
 
 impl ColumnarTable {
@@ -809,6 +810,7 @@ impl ColumnarTable {
             rows: 0,
             pseudonyms: PseudonymCache::default(),
             countries: HashMap::new(),
+            networks: HashMap::new(),
         })
     }
 
@@ -842,6 +844,7 @@ impl ColumnarTable {
             pseudonymizer: &self.pseudonymizer,
             pseudonyms: &mut self.pseudonyms,
             countries: &mut self.countries,
+            networks: &mut self.networks,
         };
         let data = self.cols.len() - 2;
         e.record(&self.plan.fields, &mut self.cols[..data]);
@@ -874,6 +877,7 @@ struct Emitter<'a> {
     pseudonymizer: &'a Pseudonymizer,
     pseudonyms: &'a mut PseudonymCache,
     countries: &'a mut HashMap<String, Option<&'static str>>,
+    networks: &'a mut HashMap<String, Option<Box<str>>>,
 }
 
 /// Recent pseudonyms by purpose and value: the same devices report again
@@ -969,9 +973,19 @@ impl<'a> Emitter<'a> {
             // As the generic path: only strings (not UUIDs) are generalised.
             (_, Cell::Str(..), col) if matches!(unnull(kind), Kind::Uuid) => col.append_null(),
             (Generalization::Ipv4Slash24, Cell::Str(s, n), Col::Utf8(b)) => {
-                match ipv4_slash24(self.text(s, n)) {
-                    Some(net) => b.append_value(net),
-                    None => b.append_null(),
+                let text = self.text(s, n);
+                if !self.networks.contains_key(text) {
+                    if self.networks.len() >= GENERALIZE_CACHE {
+                        self.networks.clear();
+                    }
+                    self.networks.insert(
+                        text.to_string(),
+                        ipv4_slash24(text).map(String::into_boxed_str),
+                    );
+                }
+                match self.networks.get(text) {
+                    Some(Some(net)) => b.append_value(net),
+                    _ => b.append_null(),
                 }
             }
             (Generalization::Country, Cell::Str(s, n), Col::Utf8(b)) => {
@@ -980,7 +994,7 @@ impl<'a> Emitter<'a> {
                     Some(code) => *code,
                     None => {
                         let code = country_code(text);
-                        if self.countries.len() >= COUNTRY_CACHE {
+                        if self.countries.len() >= GENERALIZE_CACHE {
                             self.countries.clear();
                         }
                         self.countries.insert(text.to_string(), code);
