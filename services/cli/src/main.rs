@@ -88,7 +88,7 @@ enum Command {
     Poll(poll::PollArgs),
     /// Run everything in one process: embedded broker, simulated fleet, edge, processor, alerter.
     Up(up::UpArgs),
-    /// Benchmarks (`fleetpulse bench edge`): throughput, RSS, LAN and WAN bytes.
+    /// Benchmarks: `bench edge` (throughput, RSS, LAN and WAN bytes), `bench process` (events/s per core).
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,

@@ -357,9 +357,15 @@ impl KafkaConfig {
 
     /// The record type a raw topic carries, if it is one of ours.
     pub fn record_type_of(&self, topic: &str) -> Option<RecordType> {
-        RecordType::ALL
-            .into_iter()
-            .find(|t| self.topic(*t) == topic)
+        // Called for every consumed message: compare the parts of
+        // `KafkaConfig::topic` without formatting each candidate.
+        let rest = topic
+            .strip_prefix(self.topic_prefix.as_str())?
+            .strip_prefix('.')?;
+        RecordType::ALL.into_iter().find(|t| match t {
+            RecordType::MaintenanceAlert => rest == "alerts.maintenance",
+            t => rest.strip_prefix("raw.") == Some(t.name()),
+        })
     }
 }
 

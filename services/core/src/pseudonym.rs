@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 /// A pseudonymisation key with its public id.
 #[derive(Clone)]
 pub struct Pseudonymizer {
-    key: Vec<u8>,
+    /// HMAC state after absorbing the key (ipad/opad), cloned per value so
+    /// the key schedule is computed once, not per pseudonym.
+    mac: Hmac<Sha256>,
     key_id: String,
 }
 
@@ -35,7 +37,7 @@ impl Pseudonymizer {
             key_id.to_string()
         };
         Pseudonymizer {
-            key: key.to_vec(),
+            mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length"),
             key_id,
         }
     }
@@ -47,13 +49,30 @@ impl Pseudonymizer {
 
     /// Pseudonym of `value` for the field `purpose` (e.g. `device_id`).
     pub fn pseudonymize(&self, purpose: &str, value: &str) -> String {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut buf = [0u8; 32];
+        self.pseudonymize_into(purpose, value, &mut buf).to_string()
+    }
+
+    /// [`Pseudonymizer::pseudonymize`] without allocating: the 32 hex
+    /// characters are written into `buf`.
+    pub fn pseudonymize_into<'b>(
+        &self,
+        purpose: &str,
+        value: &str,
+        buf: &'b mut [u8; 32],
+    ) -> &'b str {
+        let mut mac = self.mac.clone();
         mac.update(purpose.as_bytes());
         mac.update(b"|");
         mac.update(value.as_bytes());
         let out = mac.finalize().into_bytes();
-        hex::encode(&out[..16])
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in out[..16].iter().enumerate() {
+            buf[2 * i] = HEX[usize::from(b >> 4)];
+            buf[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        // Only ASCII hex digits were written.
+        std::str::from_utf8(buf).unwrap_or_default()
     }
 }
 
@@ -73,5 +92,9 @@ mod tests {
             Pseudonymizer::new(b"key-two", "v2").pseudonymize("device_id", "SN123")
         );
         assert_ne!(a, p.pseudonymize("job_id", "SN123"));
+        // The same as HMAC-SHA256 computed from scratch.
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"key-one").unwrap();
+        mac.update(b"device_id|SN123");
+        assert_eq!(a, hex::encode(&mac.finalize().into_bytes()[..16]));
     }
 }

@@ -32,7 +32,9 @@ pub const HDR_SIG: &str = "fp-sig";
 /// A connector's signing key, derived from its secret.
 #[derive(Clone)]
 pub struct SigningKey {
-    key: [u8; 32],
+    /// HMAC state after absorbing the key, cloned per record (the key
+    /// schedule is computed once per connector, not per message).
+    mac: HmacSha256,
     key_id: String,
 }
 
@@ -91,7 +93,10 @@ impl SigningKey {
         mac.update(connector_id.as_bytes());
         let key: [u8; 32] = mac.finalize().into_bytes().into();
         let key_id = hex::encode(&Sha256::digest(key)[..8]);
-        SigningKey { key, key_id }
+        SigningKey {
+            mac: HmacSha256::new_from_slice(&key).expect("HMAC takes keys of any length"),
+            key_id,
+        }
     }
 
     /// The public identifier of this key.
@@ -108,7 +113,7 @@ impl SigningKey {
         ts: i64,
         payload: &[u8],
     ) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac = self.mac.clone();
         for part in [topic.as_bytes(), msg_key, batch.as_bytes()] {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
@@ -151,17 +156,26 @@ impl SigningKey {
                 found: fields.key_id.clone(),
             });
         }
-        let sig = hex::decode(&fields.sig).map_err(|_| SignatureError::MissingHeader(HDR_SIG))?;
-        self.mac(
+        let mac = self.mac(
             topic,
             msg_key,
             &fields.batch,
             fields.seq,
             fields.ts,
             payload,
-        )
-        .verify_slice(&sig)
-        .map_err(|_| SignatureError::BadSignature)
+        );
+        // A SHA-256 MAC is 64 hex digits: decoded on the stack.
+        let mut sig = [0u8; 32];
+        let checked = if fields.sig.len() == 2 * sig.len() {
+            hex::decode_to_slice(&fields.sig, &mut sig)
+                .map_err(|_| SignatureError::MissingHeader(HDR_SIG))?;
+            mac.verify_slice(&sig)
+        } else {
+            let sig =
+                hex::decode(&fields.sig).map_err(|_| SignatureError::MissingHeader(HDR_SIG))?;
+            mac.verify_slice(&sig)
+        };
+        checked.map_err(|_| SignatureError::BadSignature)
     }
 }
 

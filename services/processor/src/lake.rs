@@ -43,6 +43,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
 use serde_json::{Map, Value as Json};
 
 use crate::arrow_schema::record_batch;
@@ -521,7 +522,7 @@ impl LakeWriter {
         Some(PartitionDir { date, hour })
     }
 
-    fn props(&self) -> WriterProperties {
+    fn props_builder(&self) -> parquet::file::properties::WriterPropertiesBuilder {
         WriterProperties::builder()
             .set_writer_version(WriterVersion::PARQUET_1_0)
             .set_compression(Compression::ZSTD(
@@ -529,8 +530,34 @@ impl LakeWriter {
             ))
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_dictionary_enabled(true)
+            // Unique per row: a dictionary only costs (every id is hashed
+            // until the dictionary overflows and the writer falls back).
+            .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
             .set_max_row_group_row_count(Some(self.options.row_group_rows.max(1)))
             .set_max_row_group_bytes(Some(self.options.row_group_bytes.max(1)))
+    }
+
+    fn props(&self) -> WriterProperties {
+        self.props_builder().build()
+    }
+
+    /// The Parquet settings of a lake file holding `first_offset..=last_offset`
+    /// of `topic`/`partition`, with its lineage metadata (for writers that
+    /// encode a whole file at once, like `fleetpulse bench process`).
+    pub fn writer_properties(
+        &self,
+        topic: &str,
+        partition: i32,
+        first_offset: i64,
+        last_offset: i64,
+    ) -> WriterProperties {
+        self.props_builder()
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(META_FIRST_OFFSET.into(), first_offset.to_string()),
+                KeyValue::new(META_LAST_OFFSET.into(), last_offset.to_string()),
+                KeyValue::new(META_TOPIC.into(), topic.to_string()),
+                KeyValue::new(META_PARTITION.into(), partition.to_string()),
+            ]))
             .build()
     }
 
@@ -649,6 +676,17 @@ impl LakeWriter {
             }
         }
     }
+}
+
+/// Encode `batch` as one Parquet file into `out`.
+pub fn write_parquet<W: std::io::Write + Send>(
+    out: W,
+    batch: &arrow_array::RecordBatch,
+    props: WriterProperties,
+) -> Result<W, parquet::errors::ParquetError> {
+    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.into_inner()
 }
 
 fn skipped_existing(location: &str, present: FileOffsets) {

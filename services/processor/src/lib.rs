@@ -49,7 +49,9 @@ use fleetpulse_core::config::{resolve_secret, ConfigError, Validate};
 use fleetpulse_core::{telemetry, Shutdown};
 
 pub mod arrow_schema;
+pub mod batch;
 pub mod benchmark;
+pub mod columnar;
 pub mod config;
 mod consumer;
 pub mod derived;

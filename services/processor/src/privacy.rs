@@ -137,6 +137,11 @@ impl Transformer {
             .ok_or_else(|| terr(t.name(), "record type not prepared"))
     }
 
+    /// The pseudonymiser (key and key id) of this transformer.
+    pub fn pseudonymizer(&self) -> &Pseudonymizer {
+        &self.pseudonymizer
+    }
+
     /// The Avro schema of the lake table (after drop / pseudonymize / generalize).
     pub fn output_schema(&self, t: RecordType) -> Option<&AvroSchema> {
         self.tables.get(&t).map(|tb| &tb.output)

@@ -178,6 +178,29 @@ impl Verifier {
         headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
         reference: ReferenceTime,
     ) -> Result<Verified, Rejection> {
+        let fields = self.authenticate(topic, key, payload, headers, reference)?;
+        self.datum(expected, payload)?;
+        let (found, value) =
+            codec::decode_value(payload).map_err(|e| Rejection::new(e.class(), e.to_string()))?;
+        connector_matches(&fields, record_connector(&value))?;
+        Ok(Verified {
+            record_type: found,
+            value,
+            signature: fields,
+        })
+    }
+
+    /// The first half of [`Verifier::check`]: the signature headers, the
+    /// signature over topic, key, headers and payload, and the signing time.
+    /// The payload is not parsed.
+    pub fn authenticate<'h>(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        reference: ReferenceTime,
+    ) -> Result<SignatureFields, Rejection> {
         let fields = SignatureFields::from_headers(headers)
             .map_err(|e| Rejection::new("missing_signature", e.to_string()))?;
         let signing = self.keys.get(&fields.connector_id).ok_or_else(|| {
@@ -190,28 +213,23 @@ impl Verifier {
             .verify(topic, key, &fields, payload)
             .map_err(|e| Rejection::new("bad_signature", e.to_string()))?;
         self.check_time(&fields, reference)?;
-        let (found, value) =
-            codec::decode_value(payload).map_err(|e| Rejection::new(e.class(), e.to_string()))?;
+        Ok(fields)
+    }
+
+    /// The Avro datum of a single-object encoded `payload` that must be a
+    /// record of `expected` type (the bytes after the 10-byte header).
+    pub fn datum<'p>(
+        &self,
+        expected: RecordType,
+        payload: &'p [u8],
+    ) -> Result<&'p [u8], Rejection> {
+        let found =
+            codec::peek_type(payload).map_err(|e| Rejection::new(e.class(), e.to_string()))?;
         if found != expected {
             let e = codec::CodecError::WrongType { expected, found };
             return Err(Rejection::new(e.class(), e.to_string()));
         }
-        // A connector may only speak for itself: its key must not vouch for
-        // records that claim to come from another connector.
-        if record_connector(&value) != Some(fields.connector_id.as_str()) {
-            return Err(Rejection::new(
-                "connector_mismatch",
-                format!(
-                    "record's connector_id differs from the signing connector {}",
-                    fields.connector_id
-                ),
-            ));
-        }
-        Ok(Verified {
-            record_type: found,
-            value,
-            signature: fields,
-        })
+        Ok(&payload[10..])
     }
 
     /// Decode a record of a topic the platform itself produces (the
@@ -262,7 +280,26 @@ pub(crate) fn fmt_ms(ms: i64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
-fn record_connector(value: &Value) -> Option<&str> {
+/// A connector may only speak for itself: its key must not vouch for
+/// records that claim to come from another connector (`record_connector` is
+/// the record's `connector_id`).
+pub(crate) fn connector_matches(
+    fields: &SignatureFields,
+    record_connector: Option<&str>,
+) -> Result<(), Rejection> {
+    if record_connector == Some(fields.connector_id.as_str()) {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        "connector_mismatch",
+        format!(
+            "record's connector_id differs from the signing connector {}",
+            fields.connector_id
+        ),
+    ))
+}
+
+pub(crate) fn record_connector(value: &Value) -> Option<&str> {
     let Value::Record(fields) = value else {
         return None;
     };

@@ -1,4 +1,6 @@
-//! `fleetpulse bench edge`: how fast, how small and how quiet the edge is.
+//! `fleetpulse bench edge`: how fast, how small and how quiet the edge is;
+//! `fleetpulse bench process`: how fast the processor turns records into
+//! Parquet ([`process`]).
 //!
 //! Three measurements, each against the simulated fleet and each counted
 //! outside the code under test:
@@ -20,6 +22,7 @@
 
 mod kafka_relay;
 mod lan;
+mod process;
 mod procfs;
 mod throughput;
 mod wan;
@@ -44,6 +47,9 @@ const QUICK_WAN_WALL: Duration = Duration::from_secs(20);
 pub(crate) enum BenchCommand {
     /// Benchmark the edge connector: throughput, RSS, LAN and WAN bytes.
     Edge(EdgeArgs),
+    /// Benchmark the processor: events/s per core through verify, decode,
+    /// anonymise, Arrow and zstd Parquet, against a Python baseline.
+    Process(process::ProcessArgs),
 }
 
 #[derive(clap::Args)]
@@ -80,6 +86,11 @@ pub(crate) struct EdgeArgs {
 pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Edge(args) => edge(args).await,
+        BenchCommand::Process(args) => tokio::task::spawn_blocking(move || {
+            process::run(&args, &mut std::io::stdout().lock()).map(|_| ())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the benchmark thread failed: {e}"))?,
     }
 }
 
