@@ -342,6 +342,7 @@ impl PartitionWriter {
                     .map_err(|e| Rejection::new("bad_datum", e.to_string()))?;
                 drop(value);
                 self.roll_if_other_date(t, date)?;
+                let partition = self.partition;
                 let buffer = self.buffers.entry(t).or_insert_with(|| {
                     Buffer::Generic(RowBuffer {
                         date,
@@ -351,6 +352,15 @@ impl PartitionWriter {
                     })
                 });
                 if let Buffer::Generic(s) = buffer {
+                    let mut row = row;
+                    row.insert(
+                        crate::privacy::COL_PARTITION.into(),
+                        serde_json::Value::from(partition),
+                    );
+                    row.insert(
+                        crate::privacy::COL_OFFSET.into(),
+                        serde_json::Value::from(m.offset),
+                    );
                     s.last = m.offset;
                     s.rows.push(row);
                 }
