@@ -48,12 +48,14 @@
 pub mod alerts;
 pub mod buffer;
 pub mod config;
+pub mod counters;
 pub mod device;
 pub mod discovery;
 pub mod http3d;
 pub mod ipp;
 pub mod mapping;
 mod poller;
+mod schedule;
 pub mod publish;
 pub mod report;
 pub mod snmp;
@@ -68,7 +70,7 @@ use fleetpulse_core::config::ConfigError;
 use fleetpulse_core::Shutdown;
 
 pub use buffer::{Buffer, BufferConfig, BufferError};
-pub use config::{DeviceConfig, EdgeConfig};
+pub use config::{DeviceConfig, DeviceHeartbeats, EdgeConfig, ScheduleConfig};
 pub use device::{poll_configured, poll_device, poll_device_with, DeviceSnapshot, PollError};
 pub use http3d::{poll_3d, Https3dClient, Https3dError, Https3dOptions, Snapshot3d, TlsTrust};
 pub use ipp::{poll_ipp, IppError, IppOptions, IppTarget};
@@ -205,6 +207,16 @@ pub async fn run_with_buffer(
         shutdown_grace: config.shutdown_grace,
         reachable: Default::default(),
         registry: Default::default(),
+        schedule: config.schedule.clone(),
+        anchor: tokio::time::Instant::now(),
+        counters: std::sync::Mutex::new(counters::CounterStore::load(Some(
+            config
+                .schedule
+                .counters_state_file
+                .clone()
+                .unwrap_or_else(|| config.buffer.dir.join(buffer::COUNTERS_FILE)),
+        ))),
+        liveness: Default::default(),
     });
     let (found, discovery_task) = match discovery {
         Some(d) => {

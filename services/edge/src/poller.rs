@@ -29,7 +29,7 @@
 //! configured device turns out to have the same serial.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_core::kafka::KafkaConfig;
 use fleetpulse_core::records::{
-    AlertEvent, AlertTransition, ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, UsageCounters,
-    SCHEMA_VERSION,
+    AlertEvent, AlertTransition, ConnectorHeartbeat, DeviceHeartbeat, DeviceLiveness, DeviceStatus,
+    UsageCounters, SCHEMA_VERSION,
 };
 use fleetpulse_core::{new_event_id, Shutdown};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -47,6 +47,8 @@ use tokio::task::JoinSet;
 use crate::alerts::{AlertRow, AlertTracker};
 use crate::buffer::{AppendOutcome, Buffer, BufferError, Rejected, StoredRecord};
 use crate::config::EdgeConfig;
+use crate::counters::CounterStore;
+use crate::schedule::DevicePlan;
 use crate::device::{poll_configured, DeviceSnapshot, PollError};
 use crate::discovery::Discovered;
 use crate::publish::{self, PublishError};
@@ -174,14 +176,21 @@ pub(crate) fn records_of(
     }
 }
 
-/// Encode one poll's records under one batch id.
-fn encode_records(kafka: &KafkaConfig, r: &PollRecords) -> Result<Vec<StoredRecord>, PublishError> {
+/// Encode what the schedule sends of one poll's records under one batch id.
+fn encode_records(
+    kafka: &KafkaConfig,
+    r: &PollRecords,
+    d: &crate::schedule::Decision,
+) -> Result<Vec<StoredRecord>, PublishError> {
     let batch = uuid::Uuid::now_v7().to_string();
-    let mut out = vec![
-        publish::stored(kafka, &r.heartbeat, &batch)?,
-        publish::stored(kafka, &r.status, &batch)?,
-    ];
-    if let Some(c) = &r.counters {
+    let mut out = Vec::new();
+    if d.heartbeat {
+        out.push(publish::stored(kafka, &r.heartbeat, &batch)?);
+    }
+    if d.status {
+        out.push(publish::stored(kafka, &r.status, &batch)?);
+    }
+    if let Some(c) = r.counters.as_ref().filter(|_| d.counters) {
         out.push(publish::stored(kafka, c, &batch)?);
     }
     for a in &r.alerts {
@@ -283,9 +292,42 @@ pub(crate) struct Shared {
     pub(crate) reachable: Mutex<Vec<Arc<AtomicBool>>>,
     /// Who polls which serial (dedupe of configured and discovered devices).
     pub(crate) registry: Mutex<Registry>,
+    /// What is sent when.
+    pub(crate) schedule: crate::config::ScheduleConfig,
+    /// Interval due times are aligned on this (the connector's start).
+    pub(crate) anchor: tokio::time::Instant,
+    /// Last counter readings per device (saved across restarts).
+    pub(crate) counters: Mutex<CounterStore>,
+    /// Liveness by serial, carried in the connector heartbeat.
+    pub(crate) liveness: Mutex<BTreeMap<String, DeviceLiveness>>,
 }
 
 impl Shared {
+    /// Record whether `device_id` answered a poll at `at`.
+    fn set_liveness(&self, device_id: &str, reachable: bool, at: i64) {
+        let mut l = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let e = l
+            .entry(device_id.to_string())
+            .or_insert_with(|| DeviceLiveness {
+                device_id: device_id.to_string(),
+                reachable,
+                last_seen_at: None,
+            });
+        e.reachable = reachable;
+        if reachable {
+            e.last_seen_at = Some(at);
+        }
+    }
+
+    /// Save the counter readings (if changed) off the async threads.
+    pub(crate) async fn save_counters(self: &Arc<Self>) {
+        let s = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            s.counters.lock().unwrap_or_else(|p| p.into_inner()).save()
+        })
+        .await;
+    }
+
     /// (devices, devices reachable at their last poll).
     fn reachable_counts(&self) -> (usize, usize) {
         let r = self.reachable.lock().unwrap_or_else(|p| p.into_inner());
@@ -342,6 +384,11 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
     }
     let session = SnmpSession::new();
     let mut tracker = AlertTracker::new();
+    let mut plan = DevicePlan::new(shared.anchor);
+    let mut last_id: Option<String> = None;
+    // Regular polls keep this device's phase (its start offset); a poll at a
+    // periodic due time is extra and does not move it.
+    let mut next_regular = tokio::time::Instant::now();
     loop {
         let device = slot.target.borrow_and_update().clone();
         if let Some(serial) = &slot.discovered_serial {
@@ -360,7 +407,8 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
             },
         };
         let started = Instant::now();
-        let next_poll = tokio::time::Instant::now();
+        let polled_at = tokio::time::Instant::now();
+        let regular = polled_at >= next_regular;
         // An in-flight poll may finish within the grace period after shutdown.
         let grace = async {
             shutdown.cancelled().await;
@@ -383,8 +431,36 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                         .configured_serials
                         .insert(snapshot.identity.device_id.clone());
                 }
-                let records = records_of(&shared.origin, &snapshot, &mut tracker);
-                let stored = match encode_records(&shared.kafka, &records) {
+                let mut records = records_of(&shared.origin, &snapshot, &mut tracker);
+                let device_id = &snapshot.identity.device_id;
+                shared.set_liveness(device_id, true, snapshot.polled_at);
+                if last_id.as_deref() != Some(device_id.as_str()) {
+                    // Another device answers at this address: a fresh plan.
+                    plan = DevicePlan::new(shared.anchor);
+                    last_id = Some(device_id.clone());
+                }
+                let decision = {
+                    let mut store = shared.counters.lock().unwrap_or_else(|p| p.into_inner());
+                    let counters = store.device(device_id);
+                    let observed = counters.observe(
+                        &device.address,
+                        snapshot.identity.sys_uptime_ticks.and_then(|t| u64::try_from(t).ok()),
+                        &snapshot.counters,
+                        0,
+                    );
+                    let d = plan.on_poll(
+                        &shared.schedule,
+                        tokio::time::Instant::now(),
+                        &mut records,
+                        observed,
+                    );
+                    if let Some(c) = records.counters.as_mut().filter(|_| d.counters) {
+                        counters.mark_sent(&mut c.markers);
+                    }
+                    d
+                };
+                scheduled(&device.address, &decision);
+                let stored = match encode_records(&shared.kafka, &records, &decision) {
                     Ok(batch) => store(&shared.buffer, batch).await,
                     Err(e) => Err(e.into()),
                 };
@@ -400,6 +476,10 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
             }
             Err(e) => {
                 reachable.store(false, Ordering::Relaxed);
+                plan.unanswered();
+                if let Some(id) = &last_id {
+                    shared.set_liveness(id, false, 0);
+                }
                 if let Some(raw) = e.raw_response() {
                     device_garbled(&device.address, &e, raw.len());
                     let batch = uuid::Uuid::now_v7().to_string();
@@ -420,14 +500,34 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                 }
             }
         }
-        let delay = session.next_poll_delay(shared.poll_interval);
-        if delay > shared.poll_interval {
-            poll_backed_off(&device.address, delay);
+        if regular {
+            let delay = session.next_poll_delay(shared.poll_interval);
+            if delay > shared.poll_interval {
+                poll_backed_off(&device.address, delay);
+            }
+            next_regular = polled_at + delay;
         }
+        // Status and counters fall due at the same aligned instant for every
+        // device: poll then, so their records share producer batches.
+        let wake = match plan.next_due() {
+            Some(due) if due > polled_at && due < next_regular => due,
+            _ => next_regular,
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep_until(next_poll + delay) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
+    }
+}
+
+fn scheduled(address: &str, d: &crate::schedule::Decision) {
+    if let Some(reason) = d.status_reason {
+        tracing::debug!(address, reason, "status record due");
+        metrics::counter!("fleetpulse_edge_status_sent_total", "reason" => reason).increment(1);
+    }
+    if let Some(reason) = d.counters_reason {
+        tracing::debug!(address, reason, "usage counters due");
+        metrics::counter!("fleetpulse_edge_counters_sent_total", "reason" => reason).increment(1);
     }
 }
 
@@ -462,6 +562,13 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
                 oldest_buffered_age_ms: stats.oldest_enqueued_at.map(|t| (now - t).max(0)),
                 last_upload_at: shared.buffer.last_upload_at(),
                 uptime_s: i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX),
+                devices: shared
+                    .liveness
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .cloned()
+                    .collect(),
             }
         );
         let batch = uuid::Uuid::now_v7().to_string();
@@ -501,6 +608,11 @@ pub(crate) async fn run_tasks(
         config.heartbeat_interval,
         shutdown.clone(),
     ));
+    tasks.spawn(counters_saver(
+        shared.clone(),
+        config.poll_interval.max(Duration::from_secs(10)),
+        shutdown.clone(),
+    ));
     loop {
         let next = async {
             match discovered.as_mut() {
@@ -524,6 +636,21 @@ pub(crate) async fn run_tasks(
             },
         }
     }
+}
+
+/// Save the counter readings every `every` and once more at shutdown.
+async fn counters_saver(shared: Arc<Shared>, every: Duration, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => shared.save_counters().await,
+        }
+    }
+    // Let in-flight polls (shutdown_grace) record their readings first.
+    tokio::time::sleep(shared.shutdown_grace).await;
+    shared.save_counters().await;
 }
 
 fn new_slot(

@@ -649,6 +649,8 @@ mod end_to_end {
             devices,
             poll_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(1),
+            // Every record after every poll: the test checks each type.
+            schedule: crate::ScheduleConfig::every_poll(),
             snmp: SnmpOptions {
                 timeout: Duration::from_millis(300),
                 retries: 1,

@@ -33,8 +33,11 @@ pub(crate) const PRINTERS: usize = 13;
 pub(crate) const CYCLE: Duration = Duration::from_secs(3 * 3600);
 /// Partitions per topic, as `fleetpulse topics create` makes them.
 const PARTITIONS: i32 = 4;
-/// librdkafka's default `topic.metadata.refresh.interval.ms`.
+/// librdkafka's default `topic.metadata.refresh.interval.ms` (used when the
+/// edge's default `kafka.properties` do not set it).
 const METADATA_REFRESH_MS: f64 = 300_000.0;
+/// The librdkafka property scaled with the schedule.
+const METADATA_REFRESH_KEY: &str = "topic.metadata.refresh.interval.ms";
 /// Top-level keys whose durations are not part of the schedule.
 const NOT_SCHEDULE: &[&str] = &["snmp", "ipp", "kafka", "shutdown_grace", "devices"];
 
@@ -156,11 +159,9 @@ fn edge_config(
     cfg.connector_secret = "bench-connector-secret-not-for-production".into();
     cfg.devices = devices.to_vec();
     cfg.metrics_addr = None;
-    let mut properties = BTreeMap::new();
-    properties.insert(
-        "topic.metadata.refresh.interval.ms".to_string(),
-        refresh_ms.to_string(),
-    );
+    // The edge's default properties, with the metadata refresh compressed.
+    let mut properties: BTreeMap<String, String> = base.kafka.properties.clone();
+    properties.insert(METADATA_REFRESH_KEY.to_string(), refresh_ms.to_string());
     for (k, v) in extra {
         properties.insert(k.to_string(), v.to_string());
     }
@@ -224,7 +225,13 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         "the WAN fraction must be within (0, 1]"
     );
     let (base, scaled) = scale_schedule(&EdgeConfig::default(), speedup)?;
-    let refresh_ms = (METADATA_REFRESH_MS / speedup).round().max(1000.0) as u64;
+    let refresh_default = base
+        .kafka
+        .properties
+        .get(METADATA_REFRESH_KEY)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(METADATA_REFRESH_MS);
+    let refresh_ms = (refresh_default / speedup).round().max(1000.0) as u64;
 
     let shutdown = Shutdown::new();
     let _stop = shutdown.clone().drop_guard();

@@ -730,6 +730,7 @@ async fn run_publishes_3d_jobs_and_status_once() {
         devices: vec![device],
         poll_interval: Duration::from_secs(1),
         heartbeat_interval: Duration::from_secs(60),
+        schedule: crate::ScheduleConfig::every_poll(),
         https3d: Https3dOptions {
             state_file: Some(state_file.clone()),
             ..opts()
@@ -887,6 +888,7 @@ async fn broker_down_keeps_3d_records_in_the_buffer() {
         devices: vec![device],
         poll_interval: Duration::from_secs(1),
         heartbeat_interval: Duration::from_secs(60),
+        schedule: crate::ScheduleConfig::every_poll(),
         https3d: Https3dOptions {
             state_file: Some(state_file.clone()),
             // Few jobs per poll: the backlog takes several polls, so the

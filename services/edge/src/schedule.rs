@@ -1,0 +1,403 @@
+//! What a device's poll sends: the schedule of `[schedule]`.
+//!
+//! Devices are read every `poll_interval` (cheap, on the LAN); only some
+//! readings leave the site:
+//!
+//! - **Status** (supplies, trays, state) at the first poll, then every
+//!   `status_interval` (default 3 h), and at once on a significant change
+//!   since the previous poll: `hrDeviceStatus` changed, an error flag of
+//!   `hrPrinterDetectedErrorState` appeared, or a supply fell to or below
+//!   `supply_low_percent` (or to level 0). A flag clearing or `hrPrinterStatus`
+//!   moving between idle and printing is not significant: it goes with the
+//!   next status (a jam clearing usually also changes `hrDeviceStatus`).
+//! - **Usage counters** at the first poll, then every `counters_interval`
+//!   (3 h), or as soon as `counters_after_pages` pages (100) or
+//!   `counters_after_jobs` jobs (19) accumulated since the last record, or a
+//!   counter wrapped or was reset ([`crate::counters`]).
+//! - **Alerts**: a `critical` alert row opening or clearing goes at once;
+//!   other severities go with the next status record.
+//! - **Device heartbeats** (`device_heartbeats = "on_change"`, default) only
+//!   when a device answers again after unanswered polls; liveness otherwise
+//!   travels in the connector heartbeat's `devices` list. `every_poll` sends
+//!   one after every answered poll.
+//!
+//! Interval due times are aligned for all devices on the connector's start
+//! (start + k × interval), and each device is polled once more exactly at a
+//! due time (an extra poll; its regular polls keep their spread phase), so
+//! every device's periodic records leave together and share producer
+//! batches (`linger.ms`) and compression.
+
+use std::collections::HashSet;
+
+use fleetpulse_core::records::{AlertSeverity, DeviceStatus, HrDeviceStatus, PrinterErrorFlag};
+use tokio::time::{Duration, Instant};
+
+use crate::config::{DeviceHeartbeats, ScheduleConfig};
+use crate::counters::Observed;
+use crate::poller::PollRecords;
+
+/// The next aligned due time after `now`: `anchor + k × interval`.
+pub(crate) fn next_due(anchor: Instant, interval: Duration, now: Instant) -> Instant {
+    let interval = interval.max(Duration::from_millis(1));
+    let since = now.saturating_duration_since(anchor);
+    let k = since.as_nanos() / interval.as_nanos() + 1;
+    anchor + interval * u32::try_from(k).unwrap_or(u32::MAX)
+}
+
+/// The part of a status whose change is significant.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Significant {
+    device_status: Option<HrDeviceStatus>,
+    errors: Vec<PrinterErrorFlag>,
+    low_supplies: HashSet<(i32, i32)>,
+}
+
+impl Significant {
+    fn of(s: &DeviceStatus, low_percent: u8) -> Significant {
+        Significant {
+            device_status: s.hr_device_status,
+            errors: s.detected_errors.clone(),
+            low_supplies: s
+                .supplies
+                .iter()
+                .filter(|x| {
+                    x.level == Some(0) || x.percent.is_some_and(|p| p <= f64::from(low_percent))
+                })
+                .map(|x| (x.device_index, x.index))
+                .collect(),
+        }
+    }
+
+    /// Why `self` (now) differs significantly from `before`, if it does.
+    fn change_from(&self, before: &Significant) -> Option<&'static str> {
+        if self.device_status != before.device_status {
+            return Some("device_state");
+        }
+        if !self.errors.iter().all(|e| before.errors.contains(e)) {
+            return Some("error_flag");
+        }
+        if !self.low_supplies.is_subset(&before.low_supplies) {
+            return Some("supply_low");
+        }
+        None
+    }
+}
+
+/// What to store after one answered poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub(crate) heartbeat: bool,
+    pub(crate) status: bool,
+    pub(crate) counters: bool,
+    /// Why the status goes (for logs and tests).
+    pub(crate) status_reason: Option<&'static str>,
+    /// Why the counters go.
+    pub(crate) counters_reason: Option<&'static str>,
+}
+
+/// One device's schedule state.
+#[derive(Debug)]
+pub(crate) struct DevicePlan {
+    anchor: Instant,
+    status_due: Option<Instant>,
+    counters_due: Option<Instant>,
+    previous: Option<Significant>,
+    /// `Some(false)` after an unanswered poll.
+    reachable: Option<bool>,
+    /// Non-critical alert events waiting for the next status.
+    pending_alerts: Vec<fleetpulse_core::records::AlertEvent>,
+}
+
+impl DevicePlan {
+    /// A plan whose intervals are aligned on `anchor` (the connector's start).
+    pub(crate) fn new(anchor: Instant) -> DevicePlan {
+        DevicePlan {
+            anchor,
+            status_due: None,
+            counters_due: None,
+            previous: None,
+            reachable: None,
+            pending_alerts: Vec::new(),
+        }
+    }
+
+    /// The next interval due time (status or counters), once one was sent.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        match (self.status_due, self.counters_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The device did not answer a poll.
+    pub(crate) fn unanswered(&mut self) {
+        self.reachable = Some(false);
+    }
+
+    /// An answered poll at `now`: decide what goes, and trim `records` to it
+    /// (alerts that wait are kept here; waiting ones join a status that goes).
+    pub(crate) fn on_poll(
+        &mut self,
+        cfg: &ScheduleConfig,
+        now: Instant,
+        records: &mut PollRecords,
+        observed: Observed,
+    ) -> Decision {
+        let heartbeat = match cfg.device_heartbeats {
+            DeviceHeartbeats::EveryPoll => true,
+            DeviceHeartbeats::OnChange => self.reachable == Some(false),
+        };
+        self.reachable = Some(true);
+
+        let sig = Significant::of(&records.status, cfg.supply_low_percent);
+        let status_reason = match (&self.previous, self.status_due) {
+            (_, None) => Some("first"),
+            (_, Some(due)) if now >= due => Some("interval"),
+            (Some(prev), _) => sig.change_from(prev),
+            (None, _) => None,
+        };
+        self.previous = Some(sig);
+
+        let counters_reason = if records.counters.is_none() {
+            None
+        } else if self.counters_due.is_none() || observed.never_sent {
+            Some("first")
+        } else if observed.event_pending {
+            Some("wrap_or_reset")
+        } else if observed.pages_since_sent >= cfg.counters_after_pages {
+            Some("pages")
+        } else if observed.jobs_since_sent >= cfg.counters_after_jobs {
+            Some("jobs")
+        } else if self.counters_due.is_some_and(|d| now >= d) {
+            Some("interval")
+        } else {
+            None
+        };
+
+        if status_reason.is_some() {
+            self.status_due = Some(next_due(self.anchor, cfg.status_interval, now));
+        }
+        if counters_reason.is_some() {
+            self.counters_due = Some(next_due(self.anchor, cfg.counters_interval, now));
+        }
+
+        // Critical alerts now; the others with a status.
+        let (now_alerts, later): (Vec<_>, Vec<_>) = records
+            .alerts
+            .drain(..)
+            .partition(|a| a.severity == AlertSeverity::Critical);
+        self.pending_alerts.extend(later);
+        records.alerts = now_alerts;
+        if status_reason.is_some() {
+            records.alerts.append(&mut self.pending_alerts);
+        }
+        // A device that keeps raising minor alerts without a status going:
+        // bounded memory (oldest dropped; the alert table is read again).
+        const MAX_PENDING: usize = 256;
+        if self.pending_alerts.len() > MAX_PENDING {
+            let excess = self.pending_alerts.len() - MAX_PENDING;
+            self.pending_alerts.drain(..excess);
+        }
+        Decision {
+            heartbeat,
+            status: status_reason.is_some(),
+            counters: counters_reason.is_some(),
+            status_reason,
+            counters_reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::DeviceCounters;
+    use fleetpulse_core::records::{
+        AlertEvent, AlertTransition, CounterEvent, CounterUnit, DeviceHeartbeat, MarkerCounter,
+        UsageCounters,
+    };
+    use fleetpulse_core::samples;
+
+    const H: Duration = Duration::from_secs(3600);
+
+    fn records(pages: i64, alerts: Vec<AlertSeverity>) -> PollRecords {
+        let mut status = samples::device_status("SN1");
+        status.detected_errors.clear();
+        status.hr_device_status = Some(HrDeviceStatus::Running);
+        for s in &mut status.supplies {
+            s.level = Some(80);
+            s.percent = Some(80.0);
+        }
+        let mut counters = samples::usage_counters("SN1");
+        counters.markers = vec![MarkerCounter {
+            marker_index: 1,
+            device_index: 1,
+            unit: CounterUnit::Impressions,
+            life_count: pages,
+            power_on_count: None,
+            event: CounterEvent::None,
+            wrap_modulus: None,
+            previous_life_count: None,
+        }];
+        let alerts = alerts
+            .into_iter()
+            .map(|severity| {
+                let mut a: AlertEvent = samples::alert_event("SN1");
+                a.severity = severity;
+                a.transition = AlertTransition::Opened;
+                a
+            })
+            .collect();
+        let heartbeat: DeviceHeartbeat = samples::device_heartbeat("SN1");
+        PollRecords {
+            heartbeat,
+            status,
+            counters: Some(counters as UsageCounters),
+            alerts,
+        }
+    }
+
+    /// Poll every 30 s of a paused clock; returns the decisions.
+    struct Sim {
+        cfg: ScheduleConfig,
+        plan: DevicePlan,
+        counters: DeviceCounters,
+        start: Instant,
+    }
+
+    impl Sim {
+        fn new() -> Sim {
+            let start = Instant::now();
+            Sim {
+                cfg: ScheduleConfig::default(),
+                plan: DevicePlan::new(start),
+                counters: DeviceCounters::default(),
+                start,
+            }
+        }
+        fn poll(&mut self, pages: i64, jobs: u64, alerts: Vec<AlertSeverity>) -> (Decision, PollRecords) {
+            let mut r = records(pages, alerts);
+            let markers = r.counters.as_ref().unwrap().markers.clone();
+            let o = self.counters.observe("a", Some(1), &markers, jobs);
+            let d = self.plan.on_poll(&self.cfg, Instant::now(), &mut r, o);
+            if d.counters {
+                self.counters.mark_sent(&mut r.counters.as_mut().unwrap().markers);
+            }
+            (d, r)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_after_100_pages_before_3h() {
+        let mut s = Sim::new();
+        let (d, _) = s.poll(1000, 0, vec![]);
+        assert_eq!((d.status_reason, d.counters_reason), (Some("first"), Some("first")));
+        let mut pages = 1000;
+        let mut sent_at = None;
+        for i in 1..=120 {
+            tokio::time::advance(Duration::from_secs(30)).await;
+            pages += 1; // 1 page per poll: 100 pages after 50 min
+            let (d, _) = s.poll(pages, 0, vec![]);
+            assert!(!d.status, "poll {i}: status went early ({:?})", d.status_reason);
+            if d.counters {
+                sent_at = Some((i, d.counters_reason));
+                break;
+            }
+        }
+        assert_eq!(sent_at, Some((100, Some("pages"))));
+        assert!(s.start.elapsed() < 3 * H);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_and_status_every_3h_without_pages() {
+        let mut s = Sim::new();
+        s.poll(5, 0, vec![]);
+        let mut sent = Vec::new();
+        for i in 1..=(6 * 120 + 1) {
+            tokio::time::advance(Duration::from_secs(30)).await;
+            let (d, _) = s.poll(5, 0, vec![]);
+            assert!(!d.heartbeat);
+            if d.counters || d.status {
+                assert!(d.counters && d.status, "{d:?}");
+                assert_eq!(d.counters_reason, Some("interval"));
+                sent.push(i);
+            }
+        }
+        // At 3 h and 6 h of the anchored schedule.
+        assert_eq!(sent, vec![360, 720]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_after_19_jobs() {
+        let mut s = Sim::new();
+        s.poll(5, 0, vec![]);
+        for i in 1..=19u64 {
+            tokio::time::advance(Duration::from_secs(60)).await;
+            // Jobs without page-unit growth (e.g. 3D jobs).
+            let (d, _) = s.poll(5, 1, vec![]);
+            assert_eq!(d.counters, i == 19, "after {i} jobs");
+            if d.counters {
+                assert_eq!(d.counters_reason, Some("jobs"));
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn critical_alert_at_once_others_with_status() {
+        let mut s = Sim::new();
+        s.poll(5, 0, vec![]);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let (d, r) = s.poll(5, 0, vec![AlertSeverity::Warning, AlertSeverity::Critical]);
+        assert!(!d.status && !d.counters, "{d:?}");
+        assert_eq!(r.alerts.len(), 1);
+        assert_eq!(r.alerts[0].severity, AlertSeverity::Critical);
+        // The warning waits for the next status (here: a new error flag).
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let mut r = records(5, vec![]);
+        r.status.detected_errors.push(PrinterErrorFlag::Jammed);
+        let o = s.counters.observe("a", Some(1), &[], 0);
+        let d = s.plan.on_poll(&s.cfg, Instant::now(), &mut r, o);
+        assert_eq!(d.status_reason, Some("error_flag"));
+        assert_eq!(r.alerts.len(), 1);
+        assert_eq!(r.alerts[0].severity, AlertSeverity::Warning);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn significant_changes_and_reachability() {
+        let mut s = Sim::new();
+        s.poll(5, 0, vec![]);
+        let step = |s: &mut Sim, f: &dyn Fn(&mut PollRecords)| {
+            let mut r = records(5, vec![]);
+            f(&mut r);
+            let o = s.counters.observe("a", Some(1), &[], 0);
+            s.plan.on_poll(&s.cfg, Instant::now(), &mut r, o)
+        };
+        let d = step(&mut s, &|r| r.status.supplies[0].percent = Some(9.0));
+        assert_eq!(d.status_reason, Some("supply_low"));
+        // Still low: nothing new.
+        let d = step(&mut s, &|r| r.status.supplies[0].percent = Some(8.0));
+        assert_eq!(d.status_reason, None);
+        let d = step(&mut s, &|r| r.status.hr_device_status = Some(HrDeviceStatus::Warning));
+        assert_eq!(d.status_reason, Some("device_state"));
+        // Printing vs idle is not significant.
+        let d = step(&mut s, &|r| {
+            r.status.hr_device_status = Some(HrDeviceStatus::Warning);
+            r.status.hr_printer_status = Some(fleetpulse_core::records::HrPrinterStatus::Printing);
+        });
+        assert_eq!(d.status_reason, None);
+        // A device answering again after silence: one device heartbeat.
+        s.plan.unanswered();
+        let d = step(&mut s, &|r| r.status.hr_device_status = Some(HrDeviceStatus::Warning));
+        assert!(d.heartbeat);
+        let d = step(&mut s, &|r| r.status.hr_device_status = Some(HrDeviceStatus::Warning));
+        assert!(!d.heartbeat);
+    }
+
+    #[test]
+    fn due_times_are_aligned() {
+        let a = Instant::now();
+        assert_eq!(next_due(a, H, a), a + H);
+        assert_eq!(next_due(a, H, a + H / 2), a + H);
+        assert_eq!(next_due(a, H, a + H), a + 2 * H);
+    }
+}
