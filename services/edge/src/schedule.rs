@@ -257,12 +257,13 @@ mod tests {
         }
     }
 
-    /// Poll every 30 s of a paused clock; returns the decisions.
+    /// One device's plan on an injected clock (`now`).
     struct Sim {
         cfg: ScheduleConfig,
         plan: DevicePlan,
         counters: DeviceCounters,
         start: Instant,
+        now: Instant,
     }
 
     impl Sim {
@@ -273,13 +274,14 @@ mod tests {
                 plan: DevicePlan::new(start),
                 counters: DeviceCounters::default(),
                 start,
+                now: start,
             }
         }
         fn poll(&mut self, pages: i64, jobs: u64, alerts: Vec<AlertSeverity>) -> (Decision, PollRecords) {
             let mut r = records(pages, alerts);
             let markers = r.counters.as_ref().unwrap().markers.clone();
             let o = self.counters.observe("a", Some(1), &markers, jobs);
-            let d = self.plan.on_poll(&self.cfg, Instant::now(), &mut r, o);
+            let d = self.plan.on_poll(&self.cfg, self.now, &mut r, o);
             if d.counters {
                 self.counters.mark_sent(&mut r.counters.as_mut().unwrap().markers);
             }
@@ -287,15 +289,15 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn counters_after_100_pages_before_3h() {
+    #[test]
+    fn counters_after_100_pages_before_3h() {
         let mut s = Sim::new();
         let (d, _) = s.poll(1000, 0, vec![]);
         assert_eq!((d.status_reason, d.counters_reason), (Some("first"), Some("first")));
         let mut pages = 1000;
         let mut sent_at = None;
         for i in 1..=120 {
-            tokio::time::advance(Duration::from_secs(30)).await;
+            s.now += Duration::from_secs(30);
             pages += 1; // 1 page per poll: 100 pages after 50 min
             let (d, _) = s.poll(pages, 0, vec![]);
             assert!(!d.status, "poll {i}: status went early ({:?})", d.status_reason);
@@ -305,16 +307,16 @@ mod tests {
             }
         }
         assert_eq!(sent_at, Some((100, Some("pages"))));
-        assert!(s.start.elapsed() < 3 * H);
+        assert!(s.now - s.start < 3 * H);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn counters_and_status_every_3h_without_pages() {
+    #[test]
+    fn counters_and_status_every_3h_without_pages() {
         let mut s = Sim::new();
         s.poll(5, 0, vec![]);
         let mut sent = Vec::new();
         for i in 1..=(6 * 120 + 1) {
-            tokio::time::advance(Duration::from_secs(30)).await;
+            s.now += Duration::from_secs(30);
             let (d, _) = s.poll(5, 0, vec![]);
             assert!(!d.heartbeat);
             if d.counters || d.status {
@@ -327,12 +329,12 @@ mod tests {
         assert_eq!(sent, vec![360, 720]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn counters_after_19_jobs() {
+    #[test]
+    fn counters_after_19_jobs() {
         let mut s = Sim::new();
         s.poll(5, 0, vec![]);
         for i in 1..=19u64 {
-            tokio::time::advance(Duration::from_secs(60)).await;
+            s.now += Duration::from_secs(60);
             // Jobs without page-unit growth (e.g. 3D jobs).
             let (d, _) = s.poll(5, 1, vec![]);
             assert_eq!(d.counters, i == 19, "after {i} jobs");
@@ -342,35 +344,35 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn critical_alert_at_once_others_with_status() {
+    #[test]
+    fn critical_alert_at_once_others_with_status() {
         let mut s = Sim::new();
         s.poll(5, 0, vec![]);
-        tokio::time::advance(Duration::from_secs(30)).await;
+        s.now += Duration::from_secs(30);
         let (d, r) = s.poll(5, 0, vec![AlertSeverity::Warning, AlertSeverity::Critical]);
         assert!(!d.status && !d.counters, "{d:?}");
         assert_eq!(r.alerts.len(), 1);
         assert_eq!(r.alerts[0].severity, AlertSeverity::Critical);
         // The warning waits for the next status (here: a new error flag).
-        tokio::time::advance(Duration::from_secs(30)).await;
+        s.now += Duration::from_secs(30);
         let mut r = records(5, vec![]);
         r.status.detected_errors.push(PrinterErrorFlag::Jammed);
         let o = s.counters.observe("a", Some(1), &[], 0);
-        let d = s.plan.on_poll(&s.cfg, Instant::now(), &mut r, o);
+        let d = s.plan.on_poll(&s.cfg, s.now, &mut r, o);
         assert_eq!(d.status_reason, Some("error_flag"));
         assert_eq!(r.alerts.len(), 1);
         assert_eq!(r.alerts[0].severity, AlertSeverity::Warning);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn significant_changes_and_reachability() {
+    #[test]
+    fn significant_changes_and_reachability() {
         let mut s = Sim::new();
         s.poll(5, 0, vec![]);
         let step = |s: &mut Sim, f: &dyn Fn(&mut PollRecords)| {
             let mut r = records(5, vec![]);
             f(&mut r);
             let o = s.counters.observe("a", Some(1), &[], 0);
-            s.plan.on_poll(&s.cfg, Instant::now(), &mut r, o)
+            s.plan.on_poll(&s.cfg, s.now, &mut r, o)
         };
         let d = step(&mut s, &|r| r.status.supplies[0].percent = Some(9.0));
         assert_eq!(d.status_reason, Some("supply_low"));

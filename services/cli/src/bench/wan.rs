@@ -159,6 +159,8 @@ fn edge_config(
     cfg.connector_secret = "bench-connector-secret-not-for-production".into();
     cfg.devices = devices.to_vec();
     cfg.metrics_addr = None;
+    // Each edge needs its own buffer directory (it is locked), fresh per run.
+    cfg.buffer.dir = bench_dir(connector);
     // The edge's default properties, with the metadata refresh compressed.
     let mut properties: BTreeMap<String, String> = base.kafka.properties.clone();
     properties.insert(METADATA_REFRESH_KEY.to_string(), refresh_ms.to_string());
@@ -171,6 +173,16 @@ fn edge_config(
         properties: properties.into_iter().collect(),
     };
     cfg
+}
+
+/// A fresh scratch directory for one edge's buffer.
+fn bench_dir(connector: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "fleetpulse-bench-{}-{connector}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// Read every record of `kafka`'s topics from the cluster, by record type.
@@ -284,6 +296,7 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         }
     }
     let (kz, kn) = (cfg_z.kafka.clone(), cfg_n.kafka.clone());
+    let dirs = [cfg_z.buffer.dir.clone(), cfg_n.buffer.dir.clone()];
     let edges = Shutdown::new();
     let wall = CYCLE.div_f64(speedup).mul_f64(fraction);
     let started = Instant::now();
@@ -298,6 +311,9 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         .context("edge task")?
         .context("edge (uncompressed)")?;
     let elapsed = started.elapsed();
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
     let compressed = relay_z.totals();
     let uncompressed = relay_n.totals();
     for (name, t) in [("compressed", &compressed), ("uncompressed", &uncompressed)] {
@@ -351,6 +367,22 @@ mod tests {
         // Never below 1 s: the edge's own minimum.
         let (cfg, scaled) = scale_schedule(&base, 1000.0).unwrap();
         assert_eq!(cfg.poll_interval, Duration::from_secs(1));
-        assert!(scaled.iter().all(|s| s.clamped));
+        for s in &scaled {
+            let exact = s.from.as_secs_f64() / 1000.0;
+            assert_eq!(s.clamped, exact < 1.0, "{s:?}");
+        }
+        // The schedule keys are scaled, the floor with them (so the scaled
+        // default config stays valid).
+        let (cfg, _) = scale_schedule(&base, 30.0).unwrap();
+        assert_eq!(cfg.schedule.status_interval, Duration::from_secs(360));
+        assert_eq!(cfg.schedule.min_interval, Duration::from_secs(60));
+        fleetpulse_core::config::Validate::validate(&EdgeConfig {
+            tenant_id: "t".into(),
+            connector_id: "c".into(),
+            connector_secret: "s".into(),
+            devices: vec![DeviceConfig::new("127.0.0.1:1161".into(), "public".into())],
+            ..cfg
+        })
+        .unwrap();
     }
 }
