@@ -61,7 +61,7 @@ impl Default for AlerterConfig {
             min_history_span: Duration::from_secs(3600),
             depletion_threshold: Duration::from_secs(7 * 24 * 3600),
             replacement_jump_pct: 20.0,
-            heartbeat_interval: Duration::from_secs(15 * 60),
+            heartbeat_interval: Duration::from_secs(30 * 60),
             silent_after_intervals: 3,
             check_interval: Duration::from_secs(1),
             metrics_addr: None,
@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(c.history_window, Duration::from_secs(86_400));
         assert_eq!(c.depletion_threshold, Duration::from_secs(7 * 86_400));
         assert_eq!(c.min_points, 4);
-        assert_eq!(c.silent_after(), Duration::from_secs(45 * 60));
+        assert_eq!(c.silent_after(), Duration::from_secs(90 * 60));
     }
 
     #[test]
@@ -211,7 +211,7 @@ mod tests {
             ("replacement_jump_pct = 0.0", "replacement_jump_pct"),
             ("heartbeat_interval = \"0s\"", "heartbeat_interval"),
             ("silent_after_intervals = 0", "silent_after_intervals"),
-            ("check_interval = \"5m\"", "check_interval"),
+            ("check_interval = \"1h\"", "check_interval"),
             ("min_history_span = \"2d\"", "min_history_span"),
             ("group_id = \"\"", "group_id"),
         ] {

@@ -194,7 +194,7 @@ impl Default for EdgeConfig {
             connector_secret: String::new(),
             devices: Vec::new(),
             poll_interval: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(15 * 60),
+            heartbeat_interval: Duration::from_secs(30 * 60),
             snmp: SnmpOptions::default(),
             ipp: IppOptions::default(),
             https3d: Default::default(),
@@ -212,13 +212,16 @@ impl Default for EdgeConfig {
 /// The edge's Kafka defaults: few, full batches (what leaves the site is
 /// small, so waiting a second lets a cycle's records share requests and
 /// compress together) and a metadata refresh every hour instead of every 5
-/// minutes (librdkafka refreshes at once on errors anyway). Keys set in
+/// minutes (librdkafka refreshes at once on errors anyway), no client
+/// metrics pushed to the broker. Keys set in
 /// `kafka.properties` override these one by one.
 pub fn default_kafka() -> KafkaConfig {
     let mut k = KafkaConfig::default();
     for (key, value) in [
         ("linger.ms", "1000"),
         ("topic.metadata.refresh.interval.ms", "3600000"),
+        // No client metrics pushed to the broker (KIP-714): WAN bytes.
+        ("enable.metrics.push", "false"),
     ] {
         k.properties.insert(key.into(), value.into());
     }
@@ -379,7 +382,7 @@ retries = 1
         let c: EdgeConfig = from_toml(BASE).unwrap();
         assert_eq!(c.devices[0].community, "public");
         assert_eq!(c.poll_interval, Duration::from_secs(10));
-        assert_eq!(c.heartbeat_interval, Duration::from_secs(15 * 60));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30 * 60));
         assert_eq!(c.schedule, ScheduleConfig::default());
         assert_eq!(c.schedule.status_interval, Duration::from_secs(3 * 3600));
         assert_eq!(c.schedule.counters_after_pages, 100);

@@ -4,8 +4,10 @@
 //! readings leave the site:
 //!
 //! - **Status** (supplies, trays, state) at the first poll, then every
-//!   `status_interval` (default 3 h), and at once on a significant change
-//!   since the previous poll: `hrDeviceStatus` changed, an error flag of
+//!   `status_interval` (default 3 h), and on a significant change since the
+//!   previous poll (at once, or at the next `min_interval` slot when a
+//!   status went less than `min_interval` ago — the vendors' "at most every
+//!   30 minutes"): `hrDeviceStatus` changed, an error flag of
 //!   `hrPrinterDetectedErrorState` appeared, or a supply fell to or below
 //!   `supply_low_percent` (or to level 0). A flag clearing or `hrPrinterStatus`
 //!   moving between idle and printing is not significant: it goes with the
@@ -13,7 +15,9 @@
 //! - **Usage counters** at the first poll, then every `counters_interval`
 //!   (3 h), or as soon as `counters_after_pages` pages (100) or
 //!   `counters_after_jobs` jobs (19) accumulated since the last record, or a
-//!   counter wrapped or was reset ([`crate::counters`]).
+//!   counter wrapped or was reset ([`crate::counters`]) — with the same
+//!   `min_interval` floor. Floor slots are aligned too (start + k ×
+//!   `min_interval`), so held records of many devices leave together.
 //! - **Alerts**: a `critical` alert row opening or clearing goes at once;
 //!   other severities go with the next status record.
 //! - **Device heartbeats** (`device_heartbeats = "on_change"`, default) only
@@ -101,6 +105,14 @@ pub(crate) struct DevicePlan {
     anchor: Instant,
     status_due: Option<Instant>,
     counters_due: Option<Instant>,
+    /// When the last status / counters record went.
+    status_sent: Option<Instant>,
+    counters_sent: Option<Instant>,
+    /// A change or trigger waiting for the `min_interval` floor.
+    status_pending: Option<&'static str>,
+    counters_pending: Option<&'static str>,
+    /// `schedule.min_interval`, for [`DevicePlan::next_due`].
+    floor: Duration,
     previous: Option<Significant>,
     /// `Some(false)` after an unanswered poll.
     reachable: Option<bool>,
@@ -115,17 +127,42 @@ impl DevicePlan {
             anchor,
             status_due: None,
             counters_due: None,
+            status_sent: None,
+            counters_sent: None,
+            status_pending: None,
+            counters_pending: None,
+            floor: Duration::ZERO,
             previous: None,
             reachable: None,
             pending_alerts: Vec::new(),
         }
     }
 
-    /// The next interval due time (status or counters), once one was sent.
+    /// The next time something falls due: an interval, or a pending change
+    /// reaching its floor slot.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        match (self.status_due, self.counters_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let pending_status = self
+            .status_pending
+            .map(|_| self.floor_slot(self.status_sent, self.floor));
+        let pending_counters = self
+            .counters_pending
+            .map(|_| self.floor_slot(self.counters_sent, self.floor));
+        [self.status_due, self.counters_due, pending_status, pending_counters]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The earliest slot (`anchor + k × floor`) at least `floor` after
+    /// `last` (the anchor when nothing was sent).
+    fn floor_slot(&self, last: Option<Instant>, floor: Duration) -> Instant {
+        match last {
+            None => self.anchor,
+            Some(t) => next_due(
+                self.anchor,
+                floor,
+                (t + floor).checked_sub(Duration::from_nanos(1)).unwrap_or(t),
+            ),
         }
     }
 
@@ -149,36 +186,58 @@ impl DevicePlan {
         };
         self.reachable = Some(true);
 
+        self.floor = cfg.min_interval;
         let sig = Significant::of(&records.status, cfg.supply_low_percent);
-        let status_reason = match (&self.previous, self.status_due) {
-            (_, None) => Some("first"),
-            (_, Some(due)) if now >= due => Some("interval"),
-            (Some(prev), _) => sig.change_from(prev),
-            (None, _) => None,
-        };
+        if let Some(change) = self.previous.as_ref().and_then(|p| sig.change_from(p)) {
+            self.status_pending.get_or_insert(change);
+        }
         self.previous = Some(sig);
+        let status_reason = match self.status_due {
+            None => Some("first"),
+            Some(due) if now >= due => Some("interval"),
+            // A change goes at once unless a status went less than
+            // `min_interval` ago: then at the next floor slot.
+            Some(_) if now >= self.floor_slot(self.status_sent, cfg.min_interval) => {
+                self.status_pending
+            }
+            Some(_) => None,
+        };
 
+        if records.counters.is_some() {
+            let trigger = if observed.event_pending {
+                Some("wrap_or_reset")
+            } else if observed.pages_since_sent >= cfg.counters_after_pages {
+                Some("pages")
+            } else if observed.jobs_since_sent >= cfg.counters_after_jobs {
+                Some("jobs")
+            } else {
+                None
+            };
+            if let Some(t) = trigger {
+                self.counters_pending.get_or_insert(t);
+            }
+        }
         let counters_reason = if records.counters.is_none() {
             None
         } else if self.counters_due.is_none() || observed.never_sent {
             Some("first")
-        } else if observed.event_pending {
-            Some("wrap_or_reset")
-        } else if observed.pages_since_sent >= cfg.counters_after_pages {
-            Some("pages")
-        } else if observed.jobs_since_sent >= cfg.counters_after_jobs {
-            Some("jobs")
         } else if self.counters_due.is_some_and(|d| now >= d) {
             Some("interval")
+        } else if now >= self.floor_slot(self.counters_sent, cfg.min_interval) {
+            self.counters_pending
         } else {
             None
         };
 
         if status_reason.is_some() {
             self.status_due = Some(next_due(self.anchor, cfg.status_interval, now));
+            self.status_sent = Some(now);
+            self.status_pending = None;
         }
         if counters_reason.is_some() {
             self.counters_due = Some(next_due(self.anchor, cfg.counters_interval, now));
+            self.counters_sent = Some(now);
+            self.counters_pending = None;
         }
 
         // Critical alerts now; the others with a status.
@@ -334,7 +393,8 @@ mod tests {
         let mut s = Sim::new();
         s.poll(5, 0, vec![]);
         for i in 1..=19u64 {
-            s.now += Duration::from_secs(60);
+            // One job every 2 min: the 19th after 38 min, past the 30 min floor.
+            s.now += Duration::from_secs(120);
             // Jobs without page-unit growth (e.g. 3D jobs).
             let (d, _) = s.poll(5, 1, vec![]);
             assert_eq!(d.counters, i == 19, "after {i} jobs");
@@ -347,6 +407,7 @@ mod tests {
     #[test]
     fn critical_alert_at_once_others_with_status() {
         let mut s = Sim::new();
+        s.cfg.min_interval = Duration::from_secs(1);
         s.poll(5, 0, vec![]);
         s.now += Duration::from_secs(30);
         let (d, r) = s.poll(5, 0, vec![AlertSeverity::Warning, AlertSeverity::Critical]);
@@ -367,6 +428,7 @@ mod tests {
     #[test]
     fn significant_changes_and_reachability() {
         let mut s = Sim::new();
+        s.cfg.min_interval = Duration::from_secs(1);
         s.poll(5, 0, vec![]);
         let step = |s: &mut Sim, f: &dyn Fn(&mut PollRecords)| {
             let mut r = records(5, vec![]);
@@ -374,11 +436,13 @@ mod tests {
             let o = s.counters.observe("a", Some(1), &[], 0);
             s.plan.on_poll(&s.cfg, s.now, &mut r, o)
         };
+        s.now += Duration::from_secs(30);
         let d = step(&mut s, &|r| r.status.supplies[0].percent = Some(9.0));
         assert_eq!(d.status_reason, Some("supply_low"));
         // Still low: nothing new.
         let d = step(&mut s, &|r| r.status.supplies[0].percent = Some(8.0));
         assert_eq!(d.status_reason, None);
+        s.now += Duration::from_secs(30);
         let d = step(&mut s, &|r| r.status.hr_device_status = Some(HrDeviceStatus::Warning));
         assert_eq!(d.status_reason, Some("device_state"));
         // Printing vs idle is not significant.
@@ -393,6 +457,41 @@ mod tests {
         assert!(d.heartbeat);
         let d = step(&mut s, &|r| r.status.hr_device_status = Some(HrDeviceStatus::Warning));
         assert!(!d.heartbeat);
+    }
+
+    #[test]
+    fn changes_and_triggers_respect_the_floor() {
+        // Default floor: 30 min. 100 pages within 10 min and a new error
+        // flag at 5 min both wait for the 30 min slot, then go together.
+        let mut s = Sim::new();
+        s.poll(0, 0, vec![]);
+        let mut pages = 0;
+        for i in 1..=60 {
+            s.now += Duration::from_secs(30);
+            pages += 10;
+            let mut r = records(pages, vec![AlertSeverity::Critical]);
+            if i >= 10 {
+                r.status.detected_errors.push(PrinterErrorFlag::DoorOpen);
+            }
+            let markers = r.counters.as_ref().unwrap().markers.clone();
+            let o = s.counters.observe("a", Some(1), &markers, 0);
+            let d = s.plan.on_poll(&s.cfg, s.now, &mut r, o);
+            // Critical alerts are never held.
+            assert_eq!(r.alerts.len(), 1);
+            if i < 60 {
+                assert!(!d.status && !d.counters, "poll {i}: {d:?}");
+                if i >= 20 {
+                    assert_eq!(s.plan.next_due(), Some(s.start + 30 * Duration::from_secs(60)));
+                }
+            } else {
+                assert_eq!(d.status_reason, Some("error_flag"));
+                assert!(d.status && d.counters, "{d:?}");
+                assert_eq!(d.counters_reason, Some("pages"));
+            }
+            if d.counters {
+                s.counters.mark_sent(&mut r.counters.as_mut().unwrap().markers);
+            }
+        }
     }
 
     #[test]

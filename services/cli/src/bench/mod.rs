@@ -329,7 +329,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     }
     println!("schedule (EdgeConfig defaults, compressed): {assumptions}");
     println!(
-        "librdkafka: topic.metadata.refresh.interval.ms = 300000 (-> {}); 4 partitions per topic; \
+        "librdkafka: topic.metadata.refresh.interval.ms (edge default, compressed) = {} ms; 4 partitions per topic; \
          one mock broker; {} + {} connections through the relays; bytes are Kafka protocol bytes \
          as on the wire (plaintext: no TLS, no TCP/IP headers)",
         wan.metadata_refresh_ms, wan.compressed.connections, wan.uncompressed.connections
