@@ -211,7 +211,7 @@ mod tests {
             ("replacement_jump_pct = 0.0", "replacement_jump_pct"),
             ("heartbeat_interval = \"0s\"", "heartbeat_interval"),
             ("silent_after_intervals = 0", "silent_after_intervals"),
-            ("check_interval = \"1h\"", "check_interval"),
+            ("check_interval = \"2h\"", "check_interval"),
             ("min_history_span = \"2d\"", "min_history_span"),
             ("group_id = \"\"", "group_id"),
         ] {

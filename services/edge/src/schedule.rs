@@ -19,7 +19,8 @@
 //!   `min_interval` floor. Floor slots are aligned too (start + k ×
 //!   `min_interval`), so held records of many devices leave together.
 //! - **Alerts**: a `critical` alert row opening or clearing goes at once;
-//!   other severities go with the next status record.
+//!   other severities go with the next status record or critical alert,
+//!   whichever is first (a device's alert events stay in order).
 //! - **Device heartbeats** (`device_heartbeats = "on_change"`, default) only
 //!   when a device answers again after unanswered polls; liveness otherwise
 //!   travels in the connector heartbeat's `devices` list. `every_poll` sends
@@ -240,15 +241,15 @@ impl DevicePlan {
             self.counters_pending = None;
         }
 
-        // Critical alerts now; the others with a status.
-        let (now_alerts, later): (Vec<_>, Vec<_>) = records
-            .alerts
-            .drain(..)
-            .partition(|a| a.severity == AlertSeverity::Critical);
-        self.pending_alerts.extend(later);
-        records.alerts = now_alerts;
-        if status_reason.is_some() {
-            records.alerts.append(&mut self.pending_alerts);
+        // Critical alerts now; the others with the next status or critical
+        // alert, in order (a device's alert events never overtake each other).
+        self.pending_alerts.append(&mut records.alerts);
+        let critical = self
+            .pending_alerts
+            .iter()
+            .any(|a| a.severity == AlertSeverity::Critical);
+        if status_reason.is_some() || critical {
+            records.alerts = std::mem::take(&mut self.pending_alerts);
         }
         // A device that keeps raising minor alerts without a status going:
         // bounded memory (oldest dropped; the alert table is read again).
@@ -410,10 +411,18 @@ mod tests {
         s.cfg.min_interval = Duration::from_secs(1);
         s.poll(5, 0, vec![]);
         s.now += Duration::from_secs(30);
-        let (d, r) = s.poll(5, 0, vec![AlertSeverity::Warning, AlertSeverity::Critical]);
+        let (d, r) = s.poll(5, 0, vec![AlertSeverity::Warning]);
         assert!(!d.status && !d.counters, "{d:?}");
-        assert_eq!(r.alerts.len(), 1);
-        assert_eq!(r.alerts[0].severity, AlertSeverity::Critical);
+        assert!(r.alerts.is_empty(), "a warning waits");
+        // A critical alert goes at once, after the waiting warning (order kept).
+        s.now += Duration::from_secs(30);
+        let (d, r) = s.poll(5, 0, vec![AlertSeverity::Critical]);
+        assert!(!d.status && !d.counters, "{d:?}");
+        let sev: Vec<_> = r.alerts.iter().map(|a| a.severity).collect();
+        assert_eq!(sev, vec![AlertSeverity::Warning, AlertSeverity::Critical]);
+        s.now += Duration::from_secs(30);
+        let (_, r) = s.poll(5, 0, vec![AlertSeverity::Warning]);
+        assert!(r.alerts.is_empty(), "a warning waits");
         // The warning waits for the next status (here: a new error flag).
         s.now += Duration::from_secs(30);
         let mut r = records(5, vec![]);
