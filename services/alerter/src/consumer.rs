@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_core::codec::{self, CodecError};
 use fleetpulse_core::kafka::KafkaConfig;
-use fleetpulse_core::records::{ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, MaintenanceAlert, MaintenanceState};
+use fleetpulse_core::records::{
+    ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, MaintenanceAlert, MaintenanceState,
+};
 use fleetpulse_core::schema::RecordType;
 use fleetpulse_core::telemetry::{self, COUNTERS};
 use fleetpulse_core::{now_millis, Shutdown};

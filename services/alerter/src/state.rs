@@ -10,8 +10,8 @@
 use std::collections::{HashMap, HashSet};
 
 use fleetpulse_core::records::{
-    ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, MaintenanceAlert, MaintenanceKind, MaintenanceSeverity,
-    MaintenanceState, Supply, SCHEMA_VERSION,
+    ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, MaintenanceAlert, MaintenanceKind,
+    MaintenanceSeverity, MaintenanceState, Supply, SCHEMA_VERSION,
 };
 
 use crate::config::AlerterConfig;
@@ -318,7 +318,12 @@ impl Monitor {
     }
 
     /// A device is alive (observed at `observed_at`), as received at `now_ms`.
-    fn alive(&mut self, src: &Source<'_>, observed_at: i64, now_ms: i64) -> Option<MaintenanceAlert> {
+    fn alive(
+        &mut self,
+        src: &Source<'_>,
+        observed_at: i64,
+        now_ms: i64,
+    ) -> Option<MaintenanceAlert> {
         let hb = src;
         let previous = self.heartbeats.insert(
             hb.device_id.to_string(),
@@ -666,7 +671,10 @@ mod tests {
         assert!(m.on_heartbeat(&heartbeat("SN-1"), NOW).is_none());
         assert!(m.on_connector_heartbeat(&chb(true), NOW + 2000).is_empty());
         assert!(m.on_connector_heartbeat(&chb(true), NOW + 4000).is_empty());
-        assert!(m.tick(NOW + 6000).is_empty(), "both listed reachable 2 s ago");
+        assert!(
+            m.tick(NOW + 6000).is_empty(),
+            "both listed reachable 2 s ago"
+        );
         // Listed as unreachable: its silence grows from its last sign of life.
         assert!(m.on_connector_heartbeat(&chb(false), NOW + 6500).is_empty());
         let raised = m.tick(NOW + 7001);

@@ -179,7 +179,11 @@ impl ScheduleConfig {
         if self.supply_low_percent > 100 {
             return Err(bad("schedule.supply_low_percent", "must be within 0..=100"));
         }
-        if self.counters_state_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        if self
+            .counters_state_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             return Err(bad("schedule.counters_state_file", "must not be empty"));
         }
         Ok(())

@@ -60,7 +60,9 @@ impl Change {
     pub fn usage(&self) -> u64 {
         match *self {
             Change::First => 0,
-            Change::Advanced(u) | Change::Wrapped { usage: u, .. } | Change::Reset { usage: u } => u,
+            Change::Advanced(u) | Change::Wrapped { usage: u, .. } | Change::Reset { usage: u } => {
+                u
+            }
         }
     }
 }
@@ -137,12 +139,23 @@ fn is_page_unit(u: CounterUnit) -> bool {
 fn counter_event(address: &str, key: &str, change: &Change) {
     match change {
         Change::Wrapped { modulus, usage } => {
-            tracing::info!(address, marker = key, modulus, usage, "life counter wrapped");
+            tracing::info!(
+                address,
+                marker = key,
+                modulus,
+                usage,
+                "life counter wrapped"
+            );
             metrics::counter!("fleetpulse_edge_counter_events_total", "event" => "wrapped")
                 .increment(1);
         }
         Change::Reset { usage } => {
-            tracing::warn!(address, marker = key, usage, "life counter went back: reset (board or counter replaced?)");
+            tracing::warn!(
+                address,
+                marker = key,
+                usage,
+                "life counter went back: reset (board or counter replaced?)"
+            );
             metrics::counter!("fleetpulse_edge_counter_events_total", "event" => "reset")
                 .increment(1);
         }
@@ -168,10 +181,13 @@ impl DeviceCounters {
         for m in markers {
             let key = format!("{}.{}", m.device_index, m.marker_index);
             let current = u64::try_from(m.life_count).unwrap_or(0);
-            let st = self.markers.entry(key.clone()).or_insert_with(|| MarkerState {
-                last: current,
-                ..Default::default()
-            });
+            let st = self
+                .markers
+                .entry(key.clone())
+                .or_insert_with(|| MarkerState {
+                    last: current,
+                    ..Default::default()
+                });
             st.pages = is_page_unit(m.unit);
             let change = classify(Some(st.last), current, rebooted);
             counter_event(address, &key, &change);
@@ -196,7 +212,10 @@ impl DeviceCounters {
                 .map(|m| m.usage)
                 .fold(0u64, u64::saturating_add),
             jobs_since_sent: self.jobs,
-            event_pending: self.markers.values().any(|m| m.reset || m.wrapped.is_some()),
+            event_pending: self
+                .markers
+                .values()
+                .any(|m| m.reset || m.wrapped.is_some()),
             never_sent: self.markers.values().any(|m| m.sent.is_none()),
         }
     }
@@ -278,13 +297,19 @@ impl CounterStore {
 
     /// Write the state file if anything changed (temporary file + rename).
     pub(crate) fn save(&mut self) {
-        let Some(path) = self.path.clone() else { return };
+        let Some(path) = self.path.clone() else {
+            return;
+        };
         if !self.dirty {
             return;
         }
         let file = StateFile {
             version: 1,
-            devices: self.devices.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            devices: self
+                .devices
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         let result = (|| {
             let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
@@ -330,16 +355,25 @@ mod tests {
             // Last value before the modulus, then 0: one unit of usage.
             assert_eq!(
                 classify(Some(m - 1), 0, false),
-                Change::Wrapped { modulus: m, usage: 1 },
+                Change::Wrapped {
+                    modulus: m,
+                    usage: 1
+                },
                 "{m}"
             );
             assert_eq!(
                 classify(Some(m - 10), 25, false),
-                Change::Wrapped { modulus: m, usage: 35 },
+                Change::Wrapped {
+                    modulus: m,
+                    usage: 35
+                },
                 "{m}"
             );
             // Same situation after a reboot: a reset, not a wrap.
-            assert_eq!(classify(Some(m - 10), 25, true), Change::Reset { usage: 25 });
+            assert_eq!(
+                classify(Some(m - 10), 25, true),
+                Change::Reset { usage: 25 }
+            );
             // Reaching the modulus exactly is not a wrap of that modulus
             // (the counter never shows it): it is plain growth.
             assert_eq!(classify(Some(m - 1), m, false), Change::Advanced(1));
@@ -347,23 +381,35 @@ mod tests {
         // 999,999 → 3 is the 1,000,000 rollover, not 2^24 or 2^32.
         assert_eq!(
             classify(Some(999_999), 3, false),
-            Change::Wrapped { modulus: 1_000_000, usage: 4 }
+            Change::Wrapped {
+                modulus: 1_000_000,
+                usage: 4
+            }
         );
         // Just under 2^24 (above 1,000,000): the 2^24 rollover.
         assert_eq!(
             classify(Some((1 << 24) - 5), 5, false),
-            Change::Wrapped { modulus: 1 << 24, usage: 10 }
+            Change::Wrapped {
+                modulus: 1 << 24,
+                usage: 10
+            }
         );
         assert_eq!(
             classify(Some(u64::from(u32::MAX)), 7, false),
-            Change::Wrapped { modulus: 1 << 32, usage: 8 }
+            Change::Wrapped {
+                modulus: 1 << 32,
+                usage: 8
+            }
         );
     }
 
     #[test]
     fn resets_jumps_and_duplicates() {
         // A decrease far from any modulus: reset.
-        assert_eq!(classify(Some(500_000), 12, false), Change::Reset { usage: 12 });
+        assert_eq!(
+            classify(Some(500_000), 12, false),
+            Change::Reset { usage: 12 }
+        );
         // Near a modulus but landing high: reset, not a wrap.
         assert_eq!(
             classify(Some(999_000), 900_000, false),
@@ -375,7 +421,10 @@ mod tests {
             Change::Reset { usage: 2_000_000 }
         );
         // A legitimately large jump is usage.
-        assert_eq!(classify(Some(10), 3_000_000_000, false), Change::Advanced(2_999_999_990));
+        assert_eq!(
+            classify(Some(10), 3_000_000_000, false),
+            Change::Advanced(2_999_999_990)
+        );
         // Duplicate readings: no usage, no event.
         assert_eq!(classify(Some(42), 42, false), Change::Advanced(0));
         assert_eq!(classify(Some(42), 42, true), Change::Advanced(0));
@@ -399,7 +448,10 @@ mod tests {
                 let inc = x % (m / 64);
                 let next = (reading + inc) % m;
                 let c = classify(Some(reading), next, false);
-                assert!(!matches!(c, Change::Reset { .. }), "{m}: {reading} -> {next}");
+                assert!(
+                    !matches!(c, Change::Reset { .. }),
+                    "{m}: {reading} -> {next}"
+                );
                 if matches!(c, Change::Wrapped { .. }) {
                     wraps += 1;
                 }
@@ -445,7 +497,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("counters.json");
         let mut s = CounterStore::load(Some(path.clone()));
-        s.device("SN1").observe("a", Some(10), &[marker(1, 4_294_967_290)], 0);
+        s.device("SN1")
+            .observe("a", Some(10), &[marker(1, 4_294_967_290)], 0);
         s.save();
         assert!(path.exists());
         assert!(!path.with_extension("json.tmp").exists());

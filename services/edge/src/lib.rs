@@ -55,9 +55,9 @@ pub mod http3d;
 pub mod ipp;
 pub mod mapping;
 mod poller;
-mod schedule;
 pub mod publish;
 pub mod report;
+mod schedule;
 pub mod snmp;
 
 #[cfg(test)]

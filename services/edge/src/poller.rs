@@ -48,10 +48,10 @@ use crate::alerts::{AlertRow, AlertTracker};
 use crate::buffer::{AppendOutcome, Buffer, BufferError, Rejected, StoredRecord};
 use crate::config::EdgeConfig;
 use crate::counters::CounterStore;
-use crate::schedule::DevicePlan;
 use crate::device::{poll_configured, DeviceSnapshot, PollError};
 use crate::discovery::Discovered;
 use crate::publish::{self, PublishError};
+use crate::schedule::DevicePlan;
 use crate::snmp::{split_host_port, SnmpOptions, SnmpSession};
 
 /// Envelope values shared by every record of one connector.
@@ -444,7 +444,10 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                     let counters = store.device(device_id);
                     let observed = counters.observe(
                         &device.address,
-                        snapshot.identity.sys_uptime_ticks.and_then(|t| u64::try_from(t).ok()),
+                        snapshot
+                            .identity
+                            .sys_uptime_ticks
+                            .and_then(|t| u64::try_from(t).ok()),
                         &snapshot.counters,
                         0,
                     );

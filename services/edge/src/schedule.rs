@@ -148,10 +148,15 @@ impl DevicePlan {
         let pending_counters = self
             .counters_pending
             .map(|_| self.floor_slot(self.counters_sent, self.floor));
-        [self.status_due, self.counters_due, pending_status, pending_counters]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.status_due,
+            self.counters_due,
+            pending_status,
+            pending_counters,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The earliest slot (`anchor + k × floor`) at least `floor` after
@@ -162,7 +167,9 @@ impl DevicePlan {
             Some(t) => next_due(
                 self.anchor,
                 floor,
-                (t + floor).checked_sub(Duration::from_nanos(1)).unwrap_or(t),
+                (t + floor)
+                    .checked_sub(Duration::from_nanos(1))
+                    .unwrap_or(t),
             ),
         }
     }
@@ -337,13 +344,19 @@ mod tests {
                 now: start,
             }
         }
-        fn poll(&mut self, pages: i64, jobs: u64, alerts: Vec<AlertSeverity>) -> (Decision, PollRecords) {
+        fn poll(
+            &mut self,
+            pages: i64,
+            jobs: u64,
+            alerts: Vec<AlertSeverity>,
+        ) -> (Decision, PollRecords) {
             let mut r = records(pages, alerts);
             let markers = r.counters.as_ref().unwrap().markers.clone();
             let o = self.counters.observe("a", Some(1), &markers, jobs);
             let d = self.plan.on_poll(&self.cfg, self.now, &mut r, o);
             if d.counters {
-                self.counters.mark_sent(&mut r.counters.as_mut().unwrap().markers);
+                self.counters
+                    .mark_sent(&mut r.counters.as_mut().unwrap().markers);
             }
             (d, r)
         }
@@ -353,14 +366,21 @@ mod tests {
     fn counters_after_100_pages_before_3h() {
         let mut s = Sim::new();
         let (d, _) = s.poll(1000, 0, vec![]);
-        assert_eq!((d.status_reason, d.counters_reason), (Some("first"), Some("first")));
+        assert_eq!(
+            (d.status_reason, d.counters_reason),
+            (Some("first"), Some("first"))
+        );
         let mut pages = 1000;
         let mut sent_at = None;
         for i in 1..=120 {
             s.now += Duration::from_secs(30);
             pages += 1; // 1 page per poll: 100 pages after 50 min
             let (d, _) = s.poll(pages, 0, vec![]);
-            assert!(!d.status, "poll {i}: status went early ({:?})", d.status_reason);
+            assert!(
+                !d.status,
+                "poll {i}: status went early ({:?})",
+                d.status_reason
+            );
             if d.counters {
                 sent_at = Some((i, d.counters_reason));
                 break;
@@ -452,7 +472,9 @@ mod tests {
         let d = step(&mut s, &|r| r.status.supplies[0].percent = Some(8.0));
         assert_eq!(d.status_reason, None);
         s.now += Duration::from_secs(30);
-        let d = step(&mut s, &|r| r.status.hr_device_status = Some(HrDeviceStatus::Warning));
+        let d = step(&mut s, &|r| {
+            r.status.hr_device_status = Some(HrDeviceStatus::Warning)
+        });
         assert_eq!(d.status_reason, Some("device_state"));
         // Printing vs idle is not significant.
         let d = step(&mut s, &|r| {
@@ -462,9 +484,13 @@ mod tests {
         assert_eq!(d.status_reason, None);
         // A device answering again after silence: one device heartbeat.
         s.plan.unanswered();
-        let d = step(&mut s, &|r| r.status.hr_device_status = Some(HrDeviceStatus::Warning));
+        let d = step(&mut s, &|r| {
+            r.status.hr_device_status = Some(HrDeviceStatus::Warning)
+        });
         assert!(d.heartbeat);
-        let d = step(&mut s, &|r| r.status.hr_device_status = Some(HrDeviceStatus::Warning));
+        let d = step(&mut s, &|r| {
+            r.status.hr_device_status = Some(HrDeviceStatus::Warning)
+        });
         assert!(!d.heartbeat);
     }
 
@@ -490,7 +516,10 @@ mod tests {
             if i < 60 {
                 assert!(!d.status && !d.counters, "poll {i}: {d:?}");
                 if i >= 20 {
-                    assert_eq!(s.plan.next_due(), Some(s.start + 30 * Duration::from_secs(60)));
+                    assert_eq!(
+                        s.plan.next_due(),
+                        Some(s.start + 30 * Duration::from_secs(60))
+                    );
                 }
             } else {
                 assert_eq!(d.status_reason, Some("error_flag"));
@@ -498,7 +527,8 @@ mod tests {
                 assert_eq!(d.counters_reason, Some("pages"));
             }
             if d.counters {
-                s.counters.mark_sent(&mut r.counters.as_mut().unwrap().markers);
+                s.counters
+                    .mark_sent(&mut r.counters.as_mut().unwrap().markers);
             }
         }
     }

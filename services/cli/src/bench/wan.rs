@@ -380,7 +380,7 @@ mod tests {
             tenant_id: "t".into(),
             connector_id: "c".into(),
             connector_secret: "s".into(),
-            devices: vec![DeviceConfig::new("127.0.0.1:1161".into(), "public".into())],
+            devices: vec![DeviceConfig::new("127.0.0.1:1161", "public")],
             ..cfg
         })
         .unwrap();
