@@ -138,13 +138,73 @@ def cmd_lake(a):
         out["extra"] = len(set(lake_ids) - set(raw))
     if a.serials:
         serials = [s for s in json.loads(a.serials) if s]
-        hits = []
-        for path in files:
-            with open(path, "rb") as f:
-                data = f.read()
-            hits += [f"{path}: {s}" for s in serials if s.encode() in data]
-        out["serial_hits"] = hits
+        out["serial_hits"] = serial_hits(files, serials)
     print(json.dumps(out))
+
+
+def _strings(v):
+    """Every str/bytes inside a decoded value (lists, structs, maps)."""
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, (bytes, bytearray)):
+        yield v.decode("utf-8", "replace")
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            yield from _strings(k)
+            yield from _strings(x)
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            yield from _strings(x)
+
+
+def serial_hits(files, serials):
+    """Where a serial occurs in the lake files: in any decoded value of any
+    column, however nested (pages are zstd-compressed, so a byte scan can
+    miss them), and in the raw bytes (footer metadata, statistics)."""
+    import pyarrow.parquet as pq
+    hits = []
+    for path in files:
+        with open(path, "rb") as f:
+            data = f.read()
+        hits += [f"{path}: {s} (raw bytes)" for s in serials if s.encode() in data]
+        table = pq.read_table(path)
+        for name in table.column_names:
+            for value in table.column(name).to_pylist():
+                for text in _strings(value):
+                    hits += [f"{path}: {s} (column {name})" for s in serials if s in text]
+    return hits
+
+
+def cmd_selftest(a):
+    """Prove the lake serial scan finds a serial that is only inside a
+    zstd-compressed page, nested in a list of structs."""
+    import random
+    import tempfile
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    canary = "RAWSERIAL-CANARY-0042"
+    rnd = random.Random(1)
+    rows = []
+    for i in range(2000):
+        text = "".join(rnd.choice("etaoinshrdlu ") for _ in range(40))
+        rows.append({"id": i, "supplies": [{"description": text}]})
+    clean = pa.Table.from_pylist(rows)
+    rows[1234]["supplies"][0]["description"] = "toner " + canary + " of the device"
+    leaky = pa.Table.from_pylist(rows)
+    with tempfile.TemporaryDirectory() as d:
+        clean_path = os.path.join(d, "clean.parquet")
+        leaky_path = os.path.join(d, "leaky.parquet")
+        for t, path in ((clean, clean_path), (leaky, leaky_path)):
+            pq.write_table(t, path, compression="zstd", use_dictionary=False)
+        with open(leaky_path, "rb") as f:
+            raw_found = canary.encode() in f.read()
+        found = serial_hits([leaky_path], [canary])
+        none = serial_hits([clean_path], [canary])
+    ok = bool(found) and not none
+    print(json.dumps({"ok": ok, "found": found, "clean_hits": none,
+                      "raw_bytes_alone_found_it": raw_found}))
+    if not ok:
+        sys.exit(1)
 
 
 def cmd_alerts(a):
@@ -279,6 +339,8 @@ def main():
     i.add_argument("--secret", required=True)
     i.add_argument("--connector", required=True)
     i.set_defaults(f=cmd_inject)
+    st = sub.add_parser("selftest")
+    st.set_defaults(f=cmd_selftest)
     d = sub.add_parser("decode-files")
     d.add_argument("dir")
     d.set_defaults(f=cmd_decode_files)

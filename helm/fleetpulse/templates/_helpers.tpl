@@ -96,6 +96,12 @@ The [kafka] table of every service config; must come after the top-level keys.
 brokers = {{ required "kafka.brokers is required" .Values.kafka.brokers | quote }}
 topic_prefix = {{ required "kafka.topicPrefix is required" .Values.kafka.topicPrefix | quote }}
 
+[kafka.tls]
+enabled = {{ .Values.kafka.tls.enabled }}
+{{- with .Values.kafka.tls.caFile }}
+ca_file = {{ . | quote }}
+{{- end }}
+
 [kafka.properties]
 {{- range $k, $v := .Values.kafka.properties }}
 {{ $k | quote }} = {{ $v | toString | quote }}

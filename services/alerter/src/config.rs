@@ -47,6 +47,15 @@ pub struct AlerterConfig {
     /// How often silence is checked.
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
+    /// Devices remembered at most (forecast history and last heartbeat).
+    /// The raw topics are not signature-checked by the alerter, so its
+    /// memory is capped: when full, the least recently seen device is
+    /// forgotten (warning + `fleetpulse_alerter_devices_evicted_total`).
+    pub max_devices: usize,
+    /// A device not seen (no status, no heartbeat) for this long is
+    /// forgotten; an open alert about it stays open.
+    #[serde(with = "humantime_serde")]
+    pub forget_after: Duration,
     /// Where `/healthz` and `/metrics` are served; none when unset.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -64,6 +73,8 @@ impl Default for AlerterConfig {
             heartbeat_interval: Duration::from_secs(30 * 60),
             silent_after_intervals: 3,
             check_interval: Duration::from_secs(1),
+            max_devices: 100_000,
+            forget_after: Duration::from_secs(7 * 24 * 3600),
             metrics_addr: None,
         }
     }
@@ -144,6 +155,19 @@ impl Validate for AlerterConfig {
                 "must be at least 1",
             ));
         }
+        if self.max_devices == 0 {
+            return Err(contradiction("max_devices", "must be at least 1"));
+        }
+        if self.forget_after <= self.silent_after() {
+            return Err(contradiction(
+                "forget_after",
+                format!(
+                    "{} is not longer than heartbeat_interval × silent_after_intervals ({}): devices would be forgotten before they count as silent",
+                    humantime::format_duration(self.forget_after),
+                    humantime::format_duration(self.silent_after())
+                ),
+            ));
+        }
         if self.check_interval.is_zero() {
             return Err(contradiction("check_interval", "must be greater than 0"));
         }
@@ -174,6 +198,8 @@ mod tests {
         assert_eq!(c.depletion_threshold, Duration::from_secs(7 * 86_400));
         assert_eq!(c.min_points, 4);
         assert_eq!(c.silent_after(), Duration::from_secs(90 * 60));
+        assert_eq!(c.max_devices, 100_000);
+        assert_eq!(c.forget_after, Duration::from_secs(7 * 86_400));
     }
 
     #[test]
@@ -211,6 +237,8 @@ mod tests {
             ("replacement_jump_pct = 0.0", "replacement_jump_pct"),
             ("heartbeat_interval = \"0s\"", "heartbeat_interval"),
             ("silent_after_intervals = 0", "silent_after_intervals"),
+            ("max_devices = 0", "max_devices"),
+            ("forget_after = \"1m\"", "forget_after"),
             ("check_interval = \"2h\"", "check_interval"),
             ("min_history_span = \"2d\"", "min_history_span"),
             ("group_id = \"\"", "group_id"),

@@ -36,8 +36,37 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one send may wait for room in a full producer queue.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A delivery report to wait for: the alert key and the outcome.
-type Delivery = BoxFuture<'static, (String, Result<(), String>)>;
+/// A delivery report to wait for: the alert key, its transition and the outcome.
+type Delivery = BoxFuture<'static, (String, MaintenanceState, Result<(), String>)>;
+
+/// How a device appears in the alerter's logs: a short keyed hash, never
+/// the raw serial. The alert topic carries the serial for ops by design;
+/// platform logs are kept, shipped and read more widely, so they get an id
+/// that correlates lines within one process run (the key is random per
+/// process) and reveals nothing about the device.
+pub(crate) fn log_id(device_id: &str) -> String {
+    static KEY: std::sync::OnceLock<fleetpulse_core::pseudonym::Pseudonymizer> =
+        std::sync::OnceLock::new();
+    let p = KEY.get_or_init(|| {
+        let key = format!(
+            "{}{}",
+            fleetpulse_core::new_event_id(),
+            fleetpulse_core::new_event_id()
+        );
+        fleetpulse_core::pseudonym::Pseudonymizer::new(key.as_bytes(), "log")
+    });
+    let mut id = p.pseudonymize("alerter-log", device_id);
+    id.truncate(12);
+    format!("dev-{id}")
+}
+
+/// The alert key with its device part replaced by [`log_id`].
+fn log_key(alert_key: &str, device_id: &str) -> String {
+    match alert_key.strip_prefix(device_id) {
+        Some(rest) => format!("{}{rest}", log_id(device_id)),
+        None => log_id(alert_key),
+    }
+}
 
 /// The client config of `kafka` with `ours` set; the user's
 /// `kafka.properties` are applied last so they win, as documented.
@@ -76,19 +105,34 @@ fn alert_published(a: &MaintenanceAlert) {
         "state" => state_label(a.state)
     )
     .increment(1);
+    // No raw serial in logs: the message names the device, so it is left out.
     tracing::info!(
-        alert_key = %a.alert_key,
+        alert_key = %log_key(&a.alert_key, &a.device_id),
         kind = kind_label(a.kind),
         state = state_label(a.state),
         severity = ?a.severity,
-        device_id = %a.device_id,
-        "{}",
-        a.message
+        device = %log_id(&a.device_id),
+        event_id = %a.event_id,
+        "maintenance alert published"
     );
 }
 
-fn publish_failed(alert_key: &str, err: &dyn std::fmt::Display) {
-    tracing::error!(alert_key, error = %err, "publishing an alert failed; it is lost");
+/// An alert could not be delivered: undo its transition so that it is
+/// decided (and published) again when the condition is next seen.
+pub(crate) fn delivery_failed(
+    monitor: &mut Monitor,
+    alert_key: &str,
+    state: MaintenanceState,
+    err: &dyn std::fmt::Display,
+) {
+    monitor.undo(alert_key, state);
+    let device = alert_key.split('/').next().unwrap_or_default();
+    tracing::error!(
+        alert_key = %log_key(alert_key, device),
+        state = state_label(state),
+        error = %err,
+        "publishing an alert failed; it will be decided again when the condition is next seen"
+    );
     metrics::counter!("fleetpulse_alerter_publish_errors_total").increment(1);
 }
 
@@ -278,9 +322,9 @@ pub(crate) async fn consume(config: AlerterConfig, shutdown: Shutdown) -> Result
     loop {
         let alerts = tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some((key, res)) = inflight.next(), if !inflight.is_empty() => {
+            Some((key, state, res)) = inflight.next(), if !inflight.is_empty() => {
                 if let Err(e) = res {
-                    publish_failed(&key, &e);
+                    delivery_failed(&mut monitor, &key, state, &e);
                 }
                 continue;
             }
@@ -297,7 +341,7 @@ pub(crate) async fn consume(config: AlerterConfig, shutdown: Shutdown) -> Result
             let payload = match codec::encode(&alert) {
                 Ok(p) => p,
                 Err(e) => {
-                    publish_failed(&alert.alert_key, &e);
+                    delivery_failed(&mut monitor, &alert.alert_key, alert.state, &e);
                     continue;
                 }
             };
@@ -309,6 +353,7 @@ pub(crate) async fn consume(config: AlerterConfig, shutdown: Shutdown) -> Result
             match producer.send_result(record) {
                 Ok(delivery) => {
                     let key = alert.alert_key.clone();
+                    let state = alert.state;
                     inflight.push(
                         async move {
                             let res: Result<(), String> = match delivery.await {
@@ -316,7 +361,7 @@ pub(crate) async fn consume(config: AlerterConfig, shutdown: Shutdown) -> Result
                                 Ok(Err((e, _))) => Err(e.to_string()),
                                 Err(_) => Err("producer dropped the delivery".to_string()),
                             };
-                            (key, res)
+                            (key, state, res)
                         }
                         .boxed(),
                     );
@@ -325,7 +370,7 @@ pub(crate) async fn consume(config: AlerterConfig, shutdown: Shutdown) -> Result
                     // Queue full: wait for room (back-pressure on consumption).
                     tracing::debug!(error = %e, "producer queue full; waiting");
                     if let Err((e, _)) = producer.send(record, QUEUE_TIMEOUT).await {
-                        publish_failed(&alert.alert_key, &e);
+                        delivery_failed(&mut monitor, &alert.alert_key, alert.state, &e);
                         continue;
                     }
                 }
@@ -333,6 +378,7 @@ pub(crate) async fn consume(config: AlerterConfig, shutdown: Shutdown) -> Result
             alert_published(&alert);
         }
         metrics::gauge!("fleetpulse_alerter_open_alerts").set(monitor.open_count() as f64);
+        metrics::gauge!("fleetpulse_alerter_devices").set(monitor.device_count() as f64);
     }
 
     // Drain: flush what is queued, then collect the delivery reports.
@@ -343,9 +389,9 @@ pub(crate) async fn consume(config: AlerterConfig, shutdown: Shutdown) -> Result
         tracing::warn!(error = %e, "flushing alerts at shutdown did not finish");
     }
     let drain = async {
-        while let Some((key, res)) = inflight.next().await {
+        while let Some((key, state, res)) = inflight.next().await {
             if let Err(e) = res {
-                publish_failed(&key, &e);
+                delivery_failed(&mut monitor, &key, state, &e);
             }
         }
     };

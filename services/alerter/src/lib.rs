@@ -52,10 +52,25 @@
 //! topics have the same partition count (librdkafka's default range
 //! assignor co-partitions them).
 //!
+//! An alert whose delivery fails is not lost for good: its transition is
+//! undone (a lost `raised` closes the key, a lost `cleared` reopens it), so
+//! it is decided and published again when the condition is next seen.
+//!
 //! Undecodable records are logged, counted and skipped: the processor owns
 //! the dead-letter topic, and the alerter is a best-effort reader of the
 //! same stream. Signatures are the processor's job too; the alerter's output
-//! is advisory and never written to the lake.
+//! is advisory. Known limit: the alerter does not verify connector
+//! signatures, so whoever can write the raw topics can cause or suppress
+//! alerts (guard them with broker ACLs). What such input cannot do is grow
+//! its memory without bound: at most `max_devices` devices are remembered
+//! (the least recently seen is forgotten first) with at most 64 supplies
+//! each, and a device not seen for `forget_after` is forgotten.
+//!
+//! Alerts carry the raw serial on the alert topic (ops need it); the
+//! alerter's logs do not: they name a device by a short keyed hash that is
+//! random per process. If the processor writes alerts to the lake
+//! (`include_alerts`), `device_id` and `alert_key` are pseudonymised and
+//! `message` is dropped there.
 
 mod config;
 mod consumer;

@@ -7,7 +7,7 @@
 //! `cleared` only on the open → closed edge, so a condition that holds for a
 //! week produces one alert, not one per poll.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use fleetpulse_core::records::{
     ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, MaintenanceAlert, MaintenanceKind,
@@ -26,6 +26,10 @@ const CLEAR_FACTOR: f64 = 1.2;
 /// Remaining capacity (percent) at or below which a depletion is critical.
 const CRITICAL_REMAINING_PCT: f64 = 2.0;
 
+/// Supply indexes remembered per device; a status listing more (or a device
+/// cycling through indexes) adds none beyond this.
+pub(crate) const MAX_SUPPLIES_PER_DEVICE: usize = 64;
+
 /// The alerting rules, from the config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Rules {
@@ -35,6 +39,10 @@ pub(crate) struct Rules {
     pub(crate) threshold_days: f64,
     /// `heartbeat_interval × silent_after_intervals`, milliseconds.
     pub(crate) silent_after_ms: i64,
+    /// `max_devices`: devices remembered at most.
+    pub(crate) max_devices: usize,
+    /// `forget_after`, milliseconds: a device not seen this long is forgotten.
+    pub(crate) forget_after_ms: i64,
 }
 
 impl Rules {
@@ -50,6 +58,8 @@ impl Rules {
             },
             threshold_days: c.depletion_threshold.as_secs_f64() / 86_400.0,
             silent_after_ms: ms(c.silent_after()),
+            max_devices: c.max_devices.max(1),
+            forget_after_ms: ms(c.forget_after),
         }
     }
 }
@@ -69,6 +79,17 @@ impl OpenAlerts {
     /// Close `key`; true when it was open (a `cleared` must be published).
     pub(crate) fn clear(&mut self, key: &str) -> bool {
         self.keys.remove(key)
+    }
+
+    /// Undo the transition `alert` made when it could not be delivered:
+    /// a lost `raised` closes the key again, so the condition raises it
+    /// again when next seen; a lost `cleared` reopens it, so it is cleared
+    /// again when the condition is next seen not to hold.
+    pub(crate) fn undo(&mut self, key: &str, state: MaintenanceState) {
+        match state {
+            MaintenanceState::Raised => self.keys.remove(key),
+            MaintenanceState::Cleared => self.keys.insert(key.to_string()),
+        };
     }
 
     /// Whether `key` is open.
@@ -121,12 +142,55 @@ struct Source<'a> {
     device_id: &'a str,
 }
 
+/// When each device was last seen (wall clock), oldest first.
+#[derive(Debug, Default)]
+struct Recency {
+    by_device: HashMap<String, i64>,
+    by_time: BTreeSet<(i64, String)>,
+}
+
+impl Recency {
+    fn touch(&mut self, device_id: &str, now_ms: i64) {
+        if let Some(old) = self.by_device.insert(device_id.to_string(), now_ms) {
+            self.by_time.remove(&(old, device_id.to_string()));
+        }
+        self.by_time.insert((now_ms, device_id.to_string()));
+    }
+
+    fn contains(&self, device_id: &str) -> bool {
+        self.by_device.contains_key(device_id)
+    }
+
+    fn len(&self) -> usize {
+        self.by_device.len()
+    }
+
+    /// Remove and return the least recently seen device if it was last
+    /// seen before `before_ms` (any age when `None`).
+    fn pop_oldest(&mut self, before_ms: Option<i64>) -> Option<String> {
+        let (t, _) = self.by_time.first()?;
+        if before_ms.is_some_and(|b| *t >= b) {
+            return None;
+        }
+        let (_, device) = self.by_time.pop_first()?;
+        self.by_device.remove(&device);
+        Some(device)
+    }
+}
+
 /// Per-device memory and the open alerts.
+///
+/// Input is not authenticated here, so the memory is bounded: at most
+/// `max_devices` devices (the least recently seen is forgotten to make room)
+/// and [`MAX_SUPPLIES_PER_DEVICE`] supplies each; a device not seen for
+/// `forget_after` is forgotten. Open alerts are kept (they are the state of
+/// the alert topic, restored from it at start).
 #[derive(Debug)]
 pub(crate) struct Monitor {
     rules: Rules,
-    supplies: HashMap<(String, i32), SupplyHistory>,
+    supplies: HashMap<String, HashMap<i32, SupplyHistory>>,
     heartbeats: HashMap<String, LastHeartbeat>,
+    recency: Recency,
     open: OpenAlerts,
 }
 
@@ -137,6 +201,7 @@ impl Monitor {
             rules,
             supplies: HashMap::new(),
             heartbeats: HashMap::new(),
+            recency: Recency::default(),
             open: OpenAlerts::default(),
         }
     }
@@ -151,6 +216,48 @@ impl Monitor {
         self.open.len()
     }
 
+    /// Number of devices remembered.
+    pub(crate) fn device_count(&self) -> usize {
+        self.recency.len()
+    }
+
+    /// Undo what an alert that could not be delivered did to the open set.
+    pub(crate) fn undo(&mut self, alert_key: &str, state: MaintenanceState) {
+        self.open.undo(alert_key, state);
+    }
+
+    /// Note that `device_id` was seen at `now_ms`, making room for it first.
+    fn seen(&mut self, device_id: &str, now_ms: i64) {
+        if !self.recency.contains(device_id) {
+            while self.recency.len() >= self.rules.max_devices {
+                let Some(old) = self.recency.pop_oldest(None) else {
+                    break;
+                };
+                self.forget(&old);
+                device_evicted(self.rules.max_devices);
+            }
+        }
+        self.recency.touch(device_id, now_ms);
+    }
+
+    /// Forget devices not seen since `forget_after` before `now_ms`.
+    fn expire(&mut self, now_ms: i64) {
+        let before = now_ms.saturating_sub(self.rules.forget_after_ms);
+        let mut n = 0u64;
+        while let Some(old) = self.recency.pop_oldest(Some(before)) {
+            self.forget(&old);
+            n += 1;
+        }
+        if n > 0 {
+            devices_expired(n);
+        }
+    }
+
+    fn forget(&mut self, device_id: &str) {
+        self.supplies.remove(device_id);
+        self.heartbeats.remove(device_id);
+    }
+
     /// Feed a status poll; returns the alerts it causes.
     pub(crate) fn on_status(
         &mut self,
@@ -163,15 +270,22 @@ impl Monitor {
             device_id: &status.device_id,
         };
         let mut out = Vec::new();
+        self.seen(&status.device_id, now_ms);
+        let device_supplies = self.supplies.entry(status.device_id.clone()).or_default();
         for supply in &status.supplies {
             let Some(level) = supply.percent.filter(|p| p.is_finite()) else {
                 continue;
             };
             let level = level.clamp(0.0, 100.0);
             let waste = supply.supply_type.is_waste();
-            let hist = self
-                .supplies
-                .entry((status.device_id.clone(), supply.index))
+            if !device_supplies.contains_key(&supply.index)
+                && device_supplies.len() >= MAX_SUPPLIES_PER_DEVICE
+            {
+                too_many_supplies(&status.device_id);
+                continue;
+            }
+            let hist = device_supplies
+                .entry(supply.index)
                 .or_insert_with(|| SupplyHistory::new(waste));
             if hist.is_waste() != waste {
                 // A different kind of supply now sits at this index.
@@ -325,6 +439,7 @@ impl Monitor {
         now_ms: i64,
     ) -> Option<MaintenanceAlert> {
         let hb = src;
+        self.seen(hb.device_id, now_ms);
         let previous = self.heartbeats.insert(
             hb.device_id.to_string(),
             LastHeartbeat {
@@ -362,6 +477,7 @@ impl Monitor {
 
     /// Check every known device for silence at wall-clock `now_ms`.
     pub(crate) fn tick(&mut self, now_ms: i64) -> Vec<MaintenanceAlert> {
+        self.expire(now_ms);
         let mut silent: Vec<(&String, &LastHeartbeat)> = self
             .heartbeats
             .iter()
@@ -398,6 +514,34 @@ impl Monitor {
         }
         out
     }
+}
+
+fn device_evicted(max_devices: usize) {
+    static EVICTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = EVICTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    // Under a flood of new device ids, one line per thousand is enough.
+    if n == 1 || n.is_multiple_of(1000) {
+        tracing::warn!(
+            max_devices,
+            evicted_total = n,
+            "alerter memory is full: forgot the least recently seen device (raise max_devices if the fleet is this large)"
+        );
+    }
+    metrics::counter!("fleetpulse_alerter_devices_evicted_total").increment(1);
+}
+
+fn devices_expired(n: u64) {
+    tracing::info!(devices = n, "forgot devices not seen for forget_after");
+    metrics::counter!("fleetpulse_alerter_devices_expired_total").increment(n);
+}
+
+fn too_many_supplies(device_id: &str) {
+    tracing::debug!(
+        device = %crate::consumer::log_id(device_id),
+        max = MAX_SUPPLIES_PER_DEVICE,
+        "supply index ignored: the device has too many supplies"
+    );
+    metrics::counter!("fleetpulse_alerter_supplies_ignored_total").increment(1);
 }
 
 /// "Black Cartridge HP CF410A (supply 1)".
@@ -704,5 +848,88 @@ mod tests {
         restored.state = MaintenanceState::Cleared;
         m.open_alerts_mut().replay(&restored);
         assert_eq!(m.open_count(), 0);
+    }
+
+    #[test]
+    fn an_undelivered_alert_is_decided_again() {
+        let mut m = monitor();
+        m.on_heartbeat(&heartbeat("SN-1"), NOW);
+        let raised = m.tick(NOW + 5000);
+        assert_eq!(raised.len(), 1);
+        // The raise was lost: undone, so the next tick raises it again.
+        m.undo(&raised[0].alert_key, MaintenanceState::Raised);
+        assert_eq!(m.open_count(), 0);
+        let again = m.tick(NOW + 6000);
+        assert_eq!(again.len(), 1, "raised again after a failed delivery");
+        assert!(m.tick(NOW + 7000).is_empty());
+
+        // The clear was lost: reopened, so the next heartbeat clears again.
+        let cleared = m.on_heartbeat(&heartbeat("SN-1"), NOW + 8000).unwrap();
+        assert_eq!(cleared.state, MaintenanceState::Cleared);
+        m.undo(&cleared.alert_key, MaintenanceState::Cleared);
+        assert_eq!(m.open_count(), 1);
+        let cleared = m.on_heartbeat(&heartbeat("SN-1"), NOW + 8500);
+        assert_eq!(cleared.map(|a| a.state), Some(MaintenanceState::Cleared));
+        assert_eq!(m.open_count(), 0);
+    }
+
+    #[test]
+    fn memory_is_capped_and_old_devices_are_forgotten() {
+        let c = AlerterConfig {
+            heartbeat_interval: std::time::Duration::from_millis(1000),
+            check_interval: std::time::Duration::from_millis(100),
+            max_devices: 3,
+            forget_after: std::time::Duration::from_secs(60),
+            ..AlerterConfig::default()
+        };
+        let mut m = Monitor::new(Rules::from_config(&c));
+        for (i, d) in ["A", "B", "C"].iter().enumerate() {
+            m.on_heartbeat(&heartbeat(d), NOW + i as i64);
+        }
+        // A is seen again, so B is the least recently seen when D arrives.
+        m.on_heartbeat(&heartbeat("A"), NOW + 10);
+        m.on_status(&status(1, 50.0), NOW + 11); // SN-1: evicts B
+        assert_eq!(m.device_count(), 3);
+        assert!(m.heartbeats.contains_key("A"));
+        assert!(
+            !m.heartbeats.contains_key("B"),
+            "least recently seen forgotten"
+        );
+        assert!(m.supplies.contains_key("SN-1"));
+        m.on_heartbeat(&heartbeat("E"), NOW + 12); // evicts C
+        assert!(!m.heartbeats.contains_key("C"));
+        assert_eq!(m.heartbeats.len() + m.supplies.len(), 3);
+
+        // 1000 new ids later the memory is still 3 devices.
+        for i in 0..1000 {
+            m.on_heartbeat(&heartbeat(&format!("X{i}")), NOW + 20 + i);
+        }
+        assert_eq!(m.device_count(), 3);
+        assert_eq!(m.heartbeats.len(), 3);
+        assert!(m.supplies.is_empty());
+
+        // Not seen for forget_after: forgotten by the next tick.
+        let silent = m.tick(NOW + 5000);
+        assert_eq!(silent.len(), 3, "still silent alerts while remembered");
+        assert!(m.tick(NOW + 1020 + 61_000).is_empty());
+        assert_eq!(m.device_count(), 0);
+        assert!(m.heartbeats.is_empty());
+        assert_eq!(m.open_count(), 3, "open alerts are kept");
+    }
+
+    #[test]
+    fn supplies_per_device_are_capped() {
+        let mut m = monitor();
+        let mut s = status(1, 50.0);
+        let one = s.supplies[0].clone();
+        s.supplies = (0..200)
+            .map(|i| {
+                let mut x = one.clone();
+                x.index = i;
+                x
+            })
+            .collect();
+        m.on_status(&s, NOW);
+        assert_eq!(m.supplies["SN-1"].len(), MAX_SUPPLIES_PER_DEVICE);
     }
 }

@@ -61,6 +61,7 @@ async fn run_raises_depletion_and_silence_and_tail_prints_them() {
         brokers: cluster.bootstrap_servers(),
         topic_prefix: "it".into(),
         properties: BTreeMap::new(),
+        ..Default::default()
     };
     let status_topic = kafka.topic(RecordType::DeviceStatus);
     let heartbeat_topic = kafka.topic(RecordType::DeviceHeartbeat);

@@ -87,6 +87,71 @@ enum Command {
         #[command(subcommand)]
         command: topics::TopicsCommand,
     },
+    /// Operator tools for edge configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Sign an edge config and publish it on the connector's control topic
+    /// (`<prefix>.control.<connector_id>`); connectors with
+    /// `control.enabled = true` apply it like a SIGHUP reload.
+    Publish {
+        /// The edge config TOML to publish (validated first).
+        #[arg(long)]
+        config: PathBuf,
+        /// Connector the config is for.
+        #[arg(long)]
+        connector_id: String,
+        /// The connector's secret: `env:NAME`, `file:/path` or inline.
+        #[arg(long)]
+        secret: String,
+        /// Bootstrap servers.
+        #[arg(long)]
+        kafka: String,
+        /// Topic prefix.
+        #[arg(long, default_value = "fleetpulse")]
+        topic_prefix: String,
+        /// Control topic (default `<prefix>.control.<connector_id>`).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Version; must exceed the last applied one (default: now in ms).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+}
+
+/// On SIGHUP, re-read the edge config file and hand it to the running edge;
+/// an unreadable or invalid file is logged and the edge keeps its config.
+#[cfg(unix)]
+fn reload_on_sighup(
+    path: Option<PathBuf>,
+    updates: tokio::sync::watch::Sender<fleetpulse_edge::EdgeConfig>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            tracing::info!("SIGHUP: re-reading the configuration");
+            match config::load::<fleetpulse_edge::EdgeConfig>(path.as_deref()) {
+                Ok(c) => {
+                    if updates.send(c).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => fleetpulse_edge::reload::file_rejected(&e),
+            }
+        }
+    });
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -190,7 +255,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Edge { config: path } => {
             let cfg: fleetpulse_edge::EdgeConfig = config::load(path.as_deref())?;
             cancel_on_signal(shutdown.clone());
-            fleetpulse_edge::run(cfg, shutdown).await?;
+            let (tx, rx) = tokio::sync::watch::channel(cfg.clone());
+            #[cfg(unix)]
+            reload_on_sighup(path, tx, shutdown.clone())?;
+            #[cfg(not(unix))]
+            drop(tx);
+            fleetpulse_edge::run_with_reload(cfg, Some(rx), shutdown).await?;
         }
         Command::Process { config: path } => {
             let cfg: fleetpulse_processor::ProcessorConfig = config::load(path.as_deref())?;
@@ -238,6 +308,41 @@ async fn main() -> anyhow::Result<()> {
         Command::Poll(args) => poll::run(args).await?,
         Command::Up(args) => up::run(args, shutdown).await?,
         Command::Topics { command } => topics::run(command).await?,
+        Command::Config {
+            command:
+                ConfigCommand::Publish {
+                    config: path,
+                    connector_id,
+                    secret,
+                    kafka,
+                    topic_prefix,
+                    topic,
+                    version,
+                },
+        } => {
+            let document = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let secret = config::resolve_secret("--secret", &secret)?;
+            let k = fleetpulse_core::kafka::KafkaConfig {
+                brokers: kafka,
+                topic_prefix,
+                ..Default::default()
+            };
+            let version = version.unwrap_or_else(|| fleetpulse_core::now_millis().max(0) as u64);
+            let signed = fleetpulse_edge::control::publish_config(
+                &k,
+                topic.as_deref(),
+                &connector_id,
+                &secret,
+                &document,
+                version,
+            )
+            .await?;
+            println!(
+                "published config version {} for {connector_id} (key id {})",
+                signed.version, signed.key_id
+            );
+        }
         Command::Bench { command } => bench::run(command).await?,
     }
     Ok(())

@@ -81,6 +81,20 @@ where
     Ok(cfg)
 }
 
+/// Load `T` from its defaults, then a TOML document, then the environment:
+/// the layers of [`load`] with the file's text given (a configuration
+/// received over the network, e.g. the edge's signed control config).
+pub fn load_str<T>(text: &str) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default + Validate,
+{
+    extract(
+        Figment::from(Serialized::defaults(T::default()))
+            .merge(Toml::string(text))
+            .merge(Env::prefixed(ENV_PREFIX).split("__")),
+    )
+}
+
 /// Load `T` from a TOML string over its defaults (tests and embedded runs).
 pub fn from_toml<T>(text: &str) -> Result<T, ConfigError>
 where
@@ -93,6 +107,20 @@ where
 ///
 /// Secrets are never compiled in; configs reference where they live.
 pub fn resolve_secret(key: &str, spec: &str) -> Result<Vec<u8>, ConfigError> {
+    let value = read_secret(key, spec)?;
+    if value.len() < 16 {
+        return Err(ConfigError::Contradiction {
+            key: key.to_string(),
+            reason: "secret must be at least 16 bytes".into(),
+        });
+    }
+    Ok(value.into_bytes())
+}
+
+/// Read a secret chosen by someone else (a broker password, a key
+/// passphrase): `env:NAME`, `file:/path` or inline, without
+/// [`resolve_secret`]'s minimum length; it must not be empty.
+pub fn read_secret(key: &str, spec: &str) -> Result<String, ConfigError> {
     let bad = |reason: String| ConfigError::Contradiction {
         key: key.to_string(),
         reason,
@@ -107,8 +135,8 @@ pub fn resolve_secret(key: &str, spec: &str) -> Result<Vec<u8>, ConfigError> {
     } else {
         spec.to_string()
     };
-    if value.len() < 16 {
-        return Err(bad("secret must be at least 16 bytes".into()));
+    if value.is_empty() {
+        return Err(bad("secret is empty".into()));
     }
-    Ok(value.into_bytes())
+    Ok(value)
 }

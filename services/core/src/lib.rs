@@ -8,6 +8,8 @@
 
 pub mod codec;
 pub mod config;
+pub mod envelope;
+pub mod generalize;
 pub mod kafka;
 pub mod pseudonym;
 pub mod records;

@@ -290,8 +290,8 @@ supply_types!(
 impl SupplyType {
     /// From the MIB integer (1 = other … 36 = matteInk); `None` when out of range.
     pub fn from_mib(v: i64) -> Option<Self> {
-        usize::try_from(v - 1)
-            .ok()
+        v.checked_sub(1)
+            .and_then(|i| usize::try_from(i).ok())
             .and_then(|i| Self::ALL.get(i))
             .copied()
     }
@@ -816,3 +816,28 @@ impl_record!(
     ConnectorHeartbeat,
     MaintenanceAlert
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Device input is any i64: the extremes map to "none"/the fallback and
+    /// never overflow (`v - 1` on `i64::MIN` did).
+    #[test]
+    fn from_mib_takes_any_integer() {
+        for v in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
+            assert_eq!(HrDeviceStatus::from_mib(v), None, "{v}");
+            assert_eq!(HrPrinterStatus::from_mib(v), None, "{v}");
+            assert_eq!(SupplyType::from_mib(v), None, "{v}");
+            assert_eq!(SupplyUnit::from_mib(v), SupplyUnit::Unknown, "{v}");
+            assert_eq!(CounterUnit::from_mib(v), CounterUnit::Unknown, "{v}");
+            assert_eq!(AlertSeverity::from_mib(v), AlertSeverity::Other, "{v}");
+        }
+        assert_eq!(SupplyType::from_mib(1), Some(SupplyType::ALL[0]));
+        assert_eq!(
+            SupplyType::from_mib(SupplyType::ALL.len() as i64),
+            SupplyType::ALL.last().copied()
+        );
+        assert_eq!(SupplyType::from_mib(SupplyType::ALL.len() as i64 + 1), None);
+    }
+}

@@ -61,12 +61,20 @@ pub struct EdgeConfig {
     /// 3D printers over HTTPS: timeout, caps, job cursor file (devices with
     /// `protocol = "https3d"`).
     pub https3d: crate::http3d::Https3dOptions,
-    /// Kafka cluster and topics.
+    /// Kafka cluster and topics (topic names are used by every uplink;
+    /// `[kafka.tls]` and `[kafka.sasl]` secure the Kafka uplink: TLS with
+    /// server verification unless every broker is a loopback address).
     pub kafka: KafkaConfig,
+    /// Uplink choice (`kind = "kafka" | "firehose"`) and Firehose settings.
+    pub uplink: crate::uplink::UplinkConfig,
     /// Store-and-forward buffer: every record is written here before it is sent.
     pub buffer: BufferConfig,
-    /// `/metrics` and `/healthz` listen address (off when unset).
+    /// `/metrics` and `/healthz` listen address (off when unset). The
+    /// connector opens no other listening socket; this one must be a
+    /// loopback address unless `metrics_public = true`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Allow a non-loopback `metrics_addr` (e.g. `0.0.0.0` for Kubernetes probes).
+    pub metrics_public: bool,
     /// Devices polled at the same time, at most.
     pub max_concurrent_polls: usize,
     /// After shutdown is requested, how long in-flight polls may still finish.
@@ -76,6 +84,12 @@ pub struct EdgeConfig {
     pub discovery: DiscoveryConfig,
     /// What is sent when: status, counters, device heartbeats (`[schedule]`).
     pub schedule: ScheduleConfig,
+    /// What identifying device data leaves the site (see [`crate::privacy`]).
+    pub privacy: crate::privacy::PrivacyConfig,
+    /// Restarting stuck pollers and reporting health (see [`crate::watchdog`]).
+    pub watchdog: crate::watchdog::WatchdogConfig,
+    /// Signed configuration from the Kafka control topic (see [`crate::control`]).
+    pub control: crate::control::ControlConfig,
 }
 
 /// When device heartbeats are stored.
@@ -202,34 +216,20 @@ impl Default for EdgeConfig {
             snmp: SnmpOptions::default(),
             ipp: IppOptions::default(),
             https3d: Default::default(),
-            kafka: default_kafka(),
+            kafka: KafkaConfig::default(),
+            uplink: Default::default(),
             buffer: BufferConfig::default(),
             metrics_addr: None,
+            metrics_public: false,
             max_concurrent_polls: 64,
             shutdown_grace: Duration::from_secs(2),
             discovery: DiscoveryConfig::default(),
             schedule: ScheduleConfig::default(),
+            privacy: Default::default(),
+            watchdog: Default::default(),
+            control: Default::default(),
         }
     }
-}
-
-/// The edge's Kafka defaults: few, full batches (what leaves the site is
-/// small, so waiting a second lets a cycle's records share requests and
-/// compress together) and a metadata refresh every hour instead of every 5
-/// minutes (librdkafka refreshes at once on errors anyway), no client
-/// metrics pushed to the broker. Keys set in
-/// `kafka.properties` override these one by one.
-pub fn default_kafka() -> KafkaConfig {
-    let mut k = KafkaConfig::default();
-    for (key, value) in [
-        ("linger.ms", "1000"),
-        ("topic.metadata.refresh.interval.ms", "3600000"),
-        // No client metrics pushed to the broker (KIP-714): WAN bytes.
-        ("enable.metrics.push", "false"),
-    ] {
-        k.properties.insert(key.into(), value.into());
-    }
-    k
 }
 
 fn bad(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -354,8 +354,21 @@ impl Validate for EdgeConfig {
             return Err(bad("ipp.max_response_bytes", "must be at least 1024"));
         }
         crate::http3d::check_options(&self.https3d)?;
-        if self.kafka.brokers.trim().is_empty() {
-            return Err(bad("kafka.brokers", "must not be empty"));
+        self.watchdog.check()?;
+        match self.uplink.kind {
+            crate::uplink::UplinkKind::Kafka => self.kafka.check(
+                "kafka",
+                fleetpulse_core::kafka::TlsDefault::OnUnlessLoopback,
+            )?,
+            crate::uplink::UplinkKind::Firehose => self.uplink.firehose.check()?,
+        }
+        if let Some(addr) = self.metrics_addr {
+            if !addr.ip().is_loopback() && !self.metrics_public {
+                return Err(bad(
+                    "metrics_addr",
+                    format!("{addr} is not a loopback address: the connector listens on loopback only; set metrics_public = true to expose it (e.g. for Kubernetes probes)"),
+                ));
+            }
         }
         self.buffer.check()
     }
@@ -589,5 +602,38 @@ retries = 1
         let only_discovery = "tenant_id = \"t\"\nconnector_id = \"c\"\nconnector_secret = \"x\"\n\
                               [discovery]\ntargets = [\"10.0.0.0/24\"]\n";
         from_toml::<EdgeConfig>(only_discovery).unwrap();
+    }
+
+    #[test]
+    fn uplink_and_listening_keys() {
+        let c: EdgeConfig = from_toml(BASE).unwrap();
+        assert_eq!(c.uplink.kind, crate::uplink::UplinkKind::Kafka);
+        assert!(!c.metrics_public);
+        let err = |t: String| from_toml::<EdgeConfig>(&t).unwrap_err().to_string();
+        // Metrics on a non-loopback address needs the explicit opt-in.
+        let e = err(format!("metrics_addr = \"0.0.0.0:9102\"\n{BASE}"));
+        assert!(
+            e.contains("metrics_addr") && e.contains("metrics_public"),
+            "{e}"
+        );
+        let c: EdgeConfig = from_toml(&format!(
+            "metrics_addr = \"0.0.0.0:9102\"\nmetrics_public = true\n{BASE}"
+        ))
+        .unwrap();
+        assert!(c.metrics_public);
+        from_toml::<EdgeConfig>(&format!("metrics_addr = \"[::1]:9102\"\n{BASE}")).unwrap();
+        // Firehose needs a stream; the Kafka security keys are checked only for Kafka.
+        let e = err(format!("{BASE}\n[uplink]\nkind = \"firehose\"\n"));
+        assert!(e.contains("uplink.firehose.stream"), "{e}");
+        let fh = format!(
+            "{BASE}\n[uplink]\nkind = \"firehose\"\n[uplink.firehose]\nstream = \"fp\"\nregion = \"eu-west-1\"\nentry_retries = 2\nretry_backoff = \"1s\"\n"
+        );
+        let c: EdgeConfig = from_toml(&fh).unwrap();
+        assert_eq!(c.uplink.firehose.entry_retries, 2);
+        assert_eq!(c.uplink.firehose.retry_backoff, Duration::from_secs(1));
+        let e = err(format!("{BASE}\n[uplink]\nkind = \"pigeon\"\n"));
+        assert!(e.contains("pigeon") || e.contains("kind"), "{e}");
+        let e = err(format!("{BASE}\n[kafka]\nbrokers = \"kafka.example.com:9093\"\ntopic_prefix = \"fp\"\n[kafka.tls]\ncert_file = \"/etc/hostname\"\n"));
+        assert!(e.contains("kafka.tls.key_file"), "{e}");
     }
 }

@@ -41,13 +41,29 @@
 //!   (printheads, build unit) and one `JobRecord` per finished job, without
 //!   job or part names; like every record, they go through the [`buffer`].
 //!
-//! Entry points: [`run`] (or [`run_with_buffer`]) for the service, [`poll_device`] / [`poll_ipp`] +
+//! - **Two uplinks, one contract.** [`uplink`]: Kafka (TLS with server
+//!   verification by default, SASL/SCRAM, mTLS) or AWS Firehose (signed
+//!   envelope lines, only failed entries re-sent); the connector listens on
+//!   nothing but its optional loopback metrics port.
+//!
+//! - **Privacy at source.** [`privacy`] removes or coarsens identifying
+//!   device data (sysName, sysContact, sysLocation, IP, MAC) per
+//!   `[privacy]` right before any record is encoded; job and user names
+//!   are never sent.
+//! - **Self-healing.** A [`watchdog`] restarts device tasks stuck in a poll
+//!   and turns `/healthz` to 503 when the connector cannot recover alone;
+//!   configuration reloads (SIGHUP via [`run_with_reload`], signed objects
+//!   on the [`control`] topic) apply without a restart where possible and
+//!   are rejected, naming the key, where not ([`reload`]).
+//!
+//! Entry points: [`run`] (or [`run_with_reload`], [`run_with_buffer`]) for the service, [`poll_device`] / [`poll_ipp`] +
 //! [`render_text`] for `fleetpulse poll`; [`poll_configured`] polls a
 //! configured device over its protocol.
 
 pub mod alerts;
 pub mod buffer;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod device;
 pub mod discovery;
@@ -55,10 +71,15 @@ pub mod http3d;
 pub mod ipp;
 pub mod mapping;
 mod poller;
+pub mod privacy;
 pub mod publish;
+pub mod reload;
 pub mod report;
 mod schedule;
 pub mod snmp;
+mod supervisor;
+pub mod uplink;
+pub mod watchdog;
 
 #[cfg(test)]
 mod tests;
@@ -74,7 +95,7 @@ pub use config::{DeviceConfig, DeviceHeartbeats, EdgeConfig, ScheduleConfig};
 pub use device::{poll_configured, poll_device, poll_device_with, DeviceSnapshot, PollError};
 pub use http3d::{poll_3d, Https3dClient, Https3dError, Https3dOptions, Snapshot3d, TlsTrust};
 pub use ipp::{poll_ipp, IppError, IppOptions, IppTarget};
-pub use publish::{PublishError, Publisher};
+pub use publish::{PublishError, Publisher, Signer, Uplink};
 pub use report::render_text;
 pub use snmp::{
     AuthProtocol, DeviceTarget, PrivProtocol, SecurityLevel, SnmpCredentials, SnmpError,
@@ -99,6 +120,9 @@ pub enum EdgeError {
     /// The metrics endpoint could not listen.
     #[error("metrics endpoint: {0}")]
     Metrics(#[source] std::io::Error),
+    /// The control-topic consumer could not start.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
 }
 
 impl EdgeError {
@@ -109,6 +133,7 @@ impl EdgeError {
             EdgeError::Publish(e) => e.is_retriable(),
             EdgeError::Buffer(e) => e.is_retriable(),
             EdgeError::Metrics(_) => true,
+            EdgeError::Control(e) => e.is_retriable(),
         }
     }
 }
@@ -117,6 +142,18 @@ impl EdgeError {
 ///
 /// Opens the buffer (`config.buffer`), then runs as [`run_with_buffer`].
 pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError> {
+    run_with_reload(config, None, shutdown).await
+}
+
+/// Run the edge connector until `shutdown` is cancelled, applying every
+/// configuration sent on `updates` (the CLI sends the re-read file on
+/// SIGHUP) as a reload: what can change live is applied, the rest is
+/// rejected with a log naming the key (see [`reload`]).
+pub async fn run_with_reload(
+    config: EdgeConfig,
+    updates: Option<tokio::sync::watch::Receiver<EdgeConfig>>,
+    shutdown: Shutdown,
+) -> Result<(), EdgeError> {
     use fleetpulse_core::config::Validate;
     config.validate()?;
     let bc = config.buffer.clone();
@@ -129,7 +166,7 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
                 source: std::io::Error::other(e.to_string()),
             })
         })??;
-    run_with_buffer(config, buffer, shutdown).await
+    run_inner(config, buffer, updates, shutdown).await
 }
 
 /// Run the edge connector on an opened buffer until `shutdown` is cancelled
@@ -144,6 +181,15 @@ pub async fn run(config: EdgeConfig, shutdown: Shutdown) -> Result<(), EdgeError
 pub async fn run_with_buffer(
     config: EdgeConfig,
     buffer: Arc<Buffer>,
+    shutdown: Shutdown,
+) -> Result<(), EdgeError> {
+    run_inner(config, buffer, None, shutdown).await
+}
+
+async fn run_inner(
+    config: EdgeConfig,
+    buffer: Arc<Buffer>,
+    updates: Option<tokio::sync::watch::Receiver<EdgeConfig>>,
     shutdown: Shutdown,
 ) -> Result<(), EdgeError> {
     use fleetpulse_core::config::Validate;
@@ -168,23 +214,30 @@ pub async fn run_with_buffer(
     } else {
         None
     };
-    let publisher = Publisher::new(&config.kafka, &secret, &config.connector_id)?;
+    let uplink = open_uplink(&config, &secret).await?;
     tracing::info!(
         devices = config.devices.len(),
         discovery = config.discovery.enabled(),
         poll_interval = ?config.poll_interval,
         connector_id = %config.connector_id,
-        compression = publisher.compression(),
+        uplink = uplink.name(),
         buffer_dir = %config.buffer.dir.display(),
         "edge connector started"
     );
     // The forwarder outlives the pollers, so their last records get a chance to go out.
     let forward_stop = Shutdown::new();
+    let forwarder_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let alive = watchdog::AliveFlag(forwarder_alive.clone());
     let forwarder = tokio::spawn(publish::forward(
         buffer.clone(),
-        publisher.clone(),
+        uplink,
         forward_stop.clone(),
     ));
+    // The watchdog learns when the forwarder ends (returns or panics) before shutdown.
+    let forwarder = tokio::spawn(async move {
+        let _alive = alive;
+        let _ = forwarder.await;
+    });
     let syncer = (config.buffer.fsync == buffer::FsyncPolicy::Interval).then(|| {
         tokio::spawn(sync_task(
             buffer.clone(),
@@ -192,32 +245,40 @@ pub async fn run_with_buffer(
             forward_stop.clone(),
         ))
     });
-    let shared = Arc::new(poller::Shared {
-        origin: poller::Origin {
-            tenant_id: config.tenant_id.clone(),
-            connector_id: config.connector_id.clone(),
-        },
-        kafka: config.kafka.clone(),
-        buffer: buffer.clone(),
-        semaphore: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_polls)),
-        snmp: config.snmp.clone(),
-        ipp: config.ipp.clone(),
-        https3d: http3d::Runtime::new(&config.https3d),
-        poll_interval: config.poll_interval,
-        shutdown_grace: config.shutdown_grace,
-        reachable: Default::default(),
-        registry: Default::default(),
-        schedule: config.schedule.clone(),
-        anchor: tokio::time::Instant::now(),
-        counters: std::sync::Mutex::new(counters::CounterStore::load(Some(
-            config
-                .schedule
-                .counters_state_file
-                .clone()
-                .unwrap_or_else(|| config.buffer.dir.join(buffer::COUNTERS_FILE)),
-        ))),
-        liveness: Default::default(),
+    let shared = Arc::new(supervisor::shared_for(&config, buffer.clone(), None));
+    // SIGHUP updates and verified control-topic objects go through one channel.
+    let (reload_tx, reload_rx) = tokio::sync::watch::channel(config.clone());
+    let control_task = if config.control.enabled {
+        Some(control::spawn_consumer(
+            &config,
+            &secret,
+            reload_tx.clone(),
+            shutdown.clone(),
+        )?)
+    } else {
+        None
+    };
+    let relay = updates.map(|mut rx| {
+        let tx = reload_tx.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = rx.changed() => match changed {
+                        Ok(()) => {
+                            let c = rx.borrow_and_update().clone();
+                            if tx.send(c).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    },
+                }
+            }
+        })
     });
+    drop(reload_tx);
     let (found, discovery_task) = match discovery {
         Some(d) => {
             let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -226,7 +287,20 @@ pub async fn run_with_buffer(
         }
         None => (None, None),
     };
-    poller::run_tasks(&config, shared, shutdown, found).await;
+    // Counter readings are saved periodically and once more after the last poll.
+    let saver = tokio::spawn(poller::counters_saver(
+        shared.counters.clone(),
+        config.poll_interval.max(Duration::from_secs(10)),
+        config.shutdown_grace,
+        shutdown.clone(),
+    ));
+    supervisor::Supervisor::new(config, shared, shutdown, forwarder_alive)
+        .run(found, Some(reload_rx))
+        .await;
+    let _ = saver.await;
+    for t in [control_task, relay].into_iter().flatten() {
+        let _ = t.await;
+    }
     if let Some(task) = discovery_task {
         // A sweep stops starting probes at shutdown; in-flight ones end within their timeouts.
         let _ = tokio::time::timeout(DISCOVERY_STOP_TIMEOUT, task).await;
@@ -246,6 +320,36 @@ pub async fn run_with_buffer(
         "edge connector stopped"
     );
     Ok(())
+}
+
+/// The configured uplink (`uplink.kind`), signing with the connector's key.
+async fn open_uplink(config: &EdgeConfig, secret: &[u8]) -> Result<Uplink, EdgeError> {
+    let signer = Signer::new(secret, &config.connector_id);
+    let proxies = uplink::proxy_env();
+    match config.uplink.kind {
+        uplink::UplinkKind::Kafka => {
+            if !proxies.is_empty() {
+                tracing::warn!(
+                    variables = ?proxies,
+                    "proxy variables are set, but the Kafka uplink cannot use an HTTP(S) proxy: librdkafka connects to the brokers over TCP directly; give the connector a TCP egress path to kafka.brokers, or use uplink.kind = \"firehose\""
+                );
+            }
+            let p = Publisher::with_signer(&config.kafka, signer)?;
+            tracing::info!(
+                compression = p.compression(),
+                security_protocol = config
+                    .kafka
+                    .security_protocol(fleetpulse_core::kafka::TlsDefault::OnUnlessLoopback),
+                "Kafka uplink"
+            );
+            Ok(Uplink::Kafka(p))
+        }
+        uplink::UplinkKind::Firehose => {
+            let f = uplink::FirehoseUplink::new(&config.uplink.firehose, signer).await?;
+            tracing::info!(stream = f.stream(), proxy_variables = ?proxies, "Firehose uplink");
+            Ok(Uplink::Firehose(Arc::new(f)))
+        }
+    }
 }
 
 /// `fsync = "interval"`: make appends durable every `every`.

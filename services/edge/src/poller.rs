@@ -41,18 +41,18 @@ use fleetpulse_core::records::{
     UsageCounters, SCHEMA_VERSION,
 };
 use fleetpulse_core::{new_event_id, Shutdown};
-use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{watch, Semaphore};
 
 use crate::alerts::{AlertRow, AlertTracker};
 use crate::buffer::{AppendOutcome, Buffer, BufferError, Rejected, StoredRecord};
-use crate::config::EdgeConfig;
 use crate::counters::CounterStore;
 use crate::device::{poll_configured, DeviceSnapshot, PollError};
 use crate::discovery::Discovered;
+use crate::privacy::{self, Policy};
 use crate::publish::{self, PublishError};
 use crate::schedule::DevicePlan;
 use crate::snmp::{split_host_port, SnmpOptions, SnmpSession};
+use crate::watchdog::Progress;
 
 /// Envelope values shared by every record of one connector.
 #[derive(Debug, Clone)]
@@ -176,25 +176,27 @@ pub(crate) fn records_of(
     }
 }
 
-/// Encode what the schedule sends of one poll's records under one batch id.
+/// Encode what the schedule sends of one poll's records under one batch id
+/// (privacy applied).
 fn encode_records(
     kafka: &KafkaConfig,
+    policy: &Policy,
     r: &PollRecords,
     d: &crate::schedule::Decision,
 ) -> Result<Vec<StoredRecord>, PublishError> {
     let batch = uuid::Uuid::now_v7().to_string();
     let mut out = Vec::new();
     if d.heartbeat {
-        out.push(publish::stored(kafka, &r.heartbeat, &batch)?);
+        out.push(privacy::stored(kafka, policy, &r.heartbeat, &batch)?);
     }
     if d.status {
-        out.push(publish::stored(kafka, &r.status, &batch)?);
+        out.push(privacy::stored(kafka, policy, &r.status, &batch)?);
     }
     if let Some(c) = r.counters.as_ref().filter(|_| d.counters) {
-        out.push(publish::stored(kafka, c, &batch)?);
+        out.push(privacy::stored(kafka, policy, c, &batch)?);
     }
     for a in &r.alerts {
-        out.push(publish::stored(kafka, a, &batch)?);
+        out.push(privacy::stored(kafka, policy, a, &batch)?);
     }
     Ok(out)
 }
@@ -285,7 +287,9 @@ pub(crate) struct Shared {
     pub(crate) snmp: SnmpOptions,
     pub(crate) ipp: crate::ipp::IppOptions,
     /// `[https3d]` options and job cursors (3D printers).
-    pub(crate) https3d: crate::http3d::Runtime,
+    pub(crate) https3d: Arc<crate::http3d::Runtime>,
+    /// `[privacy]`, applied to every record before it is encoded.
+    pub(crate) privacy: Policy,
     pub(crate) poll_interval: Duration,
     pub(crate) shutdown_grace: Duration,
     /// One flag per device task (configured and discovered).
@@ -296,10 +300,10 @@ pub(crate) struct Shared {
     pub(crate) schedule: crate::config::ScheduleConfig,
     /// Interval due times are aligned on this (the connector's start).
     pub(crate) anchor: tokio::time::Instant,
-    /// Last counter readings per device (saved across restarts).
-    pub(crate) counters: Mutex<CounterStore>,
-    /// Liveness by serial, carried in the connector heartbeat.
-    pub(crate) liveness: Mutex<BTreeMap<String, DeviceLiveness>>,
+    /// Last counter readings per device (saved across restarts; kept across reloads).
+    pub(crate) counters: Arc<Mutex<CounterStore>>,
+    /// Liveness by serial, carried in the connector heartbeat (kept across reloads).
+    pub(crate) liveness: Arc<Mutex<BTreeMap<String, DeviceLiveness>>>,
 }
 
 impl Shared {
@@ -319,13 +323,12 @@ impl Shared {
         }
     }
 
-    /// Save the counter readings (if changed) off the async threads.
-    pub(crate) async fn save_counters(self: &Arc<Self>) {
-        let s = self.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            s.counters.lock().unwrap_or_else(|p| p.into_inner()).save()
-        })
-        .await;
+    /// A device no longer polled here leaves the liveness list.
+    pub(crate) fn forget_liveness(&self, device_id: &str) {
+        self.liveness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(device_id);
     }
 
     /// (devices, devices reachable at their last poll).
@@ -354,7 +357,8 @@ fn normalised(address: &str) -> String {
     }
 }
 
-/// One device task's inputs.
+/// One device task's inputs (kept by the supervisor to restart the task).
+#[derive(Clone)]
 pub(crate) struct Slot {
     /// Current target (discovery may change the address).
     target: watch::Receiver<crate::DeviceTarget>,
@@ -362,6 +366,19 @@ pub(crate) struct Slot {
     reachable: Arc<AtomicBool>,
     /// The serial a discovered device was found with (None: configured).
     discovered_serial: Option<String>,
+    /// Busy mark read by the watchdog.
+    pub(crate) progress: Progress,
+    /// What the schedule sent last: kept across task restarts (watchdog,
+    /// reload), so a restarted task does not send everything again.
+    pub(crate) plan: Arc<Mutex<PlanState>>,
+}
+
+/// A device task's schedule state and the device it belongs to.
+#[derive(Debug)]
+pub(crate) struct PlanState {
+    /// Serial of the device last answering at the slot's address.
+    pub(crate) device_id: Option<String>,
+    pub(crate) plan: DevicePlan,
 }
 
 /// Poll one device until shutdown (or, for a discovered device, until a
@@ -370,7 +387,8 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
     // 3D printers have their own loop (they also store finished jobs).
     let device = slot.target.borrow().clone();
     if device.protocol == crate::config::Protocol::Https3d {
-        return crate::http3d::device_task(device, slot.reachable, shared, shutdown).await;
+        return crate::http3d::device_task(device, slot.reachable, slot.progress, shared, shutdown)
+            .await;
     }
     // Discovered devices are polled at once (they were either just found or
     // loaded from the state file on restart); configured ones are spread.
@@ -384,8 +402,6 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
     }
     let session = SnmpSession::new();
     let mut tracker = AlertTracker::new();
-    let mut plan = DevicePlan::new(shared.anchor);
-    let mut last_id: Option<String> = None;
     // Regular polls keep this device's phase (its start offset); a poll at a
     // periodic due time is extra and does not move it.
     let mut next_regular = tokio::time::Instant::now();
@@ -406,6 +422,9 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                 Err(_) => return,
             },
         };
+        // Watchdog: busy from here until the records are stored.
+        let busy = slot.progress.enter();
+        crate::watchdog::stall_point(&device.address).await;
         let started = Instant::now();
         let polled_at = tokio::time::Instant::now();
         let regular = polled_at >= next_regular;
@@ -434,12 +453,16 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                 let mut records = records_of(&shared.origin, &snapshot, &mut tracker);
                 let device_id = &snapshot.identity.device_id;
                 shared.set_liveness(device_id, true, snapshot.polled_at);
-                if last_id.as_deref() != Some(device_id.as_str()) {
-                    // Another device answers at this address: a fresh plan.
-                    plan = DevicePlan::new(shared.anchor);
-                    last_id = Some(device_id.clone());
-                }
                 let decision = {
+                    let mut ps = slot.plan.lock().unwrap_or_else(|p| p.into_inner());
+                    if ps.device_id.as_deref() != Some(device_id.as_str()) {
+                        // Another device answers at this address: a fresh plan.
+                        if let Some(old) = ps.device_id.take() {
+                            shared.forget_liveness(&old);
+                        }
+                        ps.plan = DevicePlan::new(shared.anchor);
+                        ps.device_id = Some(device_id.clone());
+                    }
                     let mut store = shared.counters.lock().unwrap_or_else(|p| p.into_inner());
                     let counters = store.device(device_id);
                     let observed = counters.observe(
@@ -451,7 +474,7 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                         &snapshot.counters,
                         0,
                     );
-                    let d = plan.on_poll(
+                    let d = ps.plan.on_poll(
                         &shared.schedule,
                         tokio::time::Instant::now(),
                         &mut records,
@@ -463,10 +486,11 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                     d
                 };
                 scheduled(&device.address, &decision);
-                let stored = match encode_records(&shared.kafka, &records, &decision) {
-                    Ok(batch) => store(&shared.buffer, batch).await,
-                    Err(e) => Err(e.into()),
-                };
+                let stored =
+                    match encode_records(&shared.kafka, &shared.privacy, &records, &decision) {
+                        Ok(batch) => store(&shared.buffer, batch).await,
+                        Err(e) => Err(e.into()),
+                    };
                 match stored {
                     Ok(outcome) => device_polled(
                         &device.address,
@@ -479,9 +503,12 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
             }
             Err(e) => {
                 reachable.store(false, Ordering::Relaxed);
-                plan.unanswered();
-                if let Some(id) = &last_id {
-                    shared.set_liveness(id, false, 0);
+                {
+                    let mut ps = slot.plan.lock().unwrap_or_else(|p| p.into_inner());
+                    ps.plan.unanswered();
+                    if let Some(id) = &ps.device_id {
+                        shared.set_liveness(id, false, 0);
+                    }
                 }
                 if let Some(raw) = e.raw_response() {
                     device_garbled(&device.address, &e, raw.len());
@@ -503,6 +530,7 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                 }
             }
         }
+        drop(busy);
         if regular {
             let delay = session.next_poll_delay(shared.poll_interval);
             if delay > shared.poll_interval {
@@ -512,7 +540,13 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
         }
         // Status and counters fall due at the same aligned instant for every
         // device: poll then, so their records share producer batches.
-        let wake = match plan.next_due() {
+        let next_due = slot
+            .plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plan
+            .next_due();
+        let wake = match next_due {
             Some(due) if due > polled_at && due < next_regular => due,
             _ => next_regular,
         };
@@ -575,7 +609,7 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
             }
         );
         let batch = uuid::Uuid::now_v7().to_string();
-        let stored = match publish::stored(&shared.kafka, &hb, &batch) {
+        let stored = match privacy::stored(&shared.kafka, &shared.privacy, &hb, &batch) {
             Ok(r) => store(&shared.buffer, vec![r]).await,
             Err(e) => Err(e.into()),
         };
@@ -586,75 +620,77 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
     }
 }
 
-/// Spawn every device task and the heartbeat task, then spawn or re-address
-/// tasks for what discovery sends; wait for all after shutdown.
-pub(crate) async fn run_tasks(
-    config: &EdgeConfig,
-    shared: Arc<Shared>,
+/// Save the counter readings every `every` and once more after shutdown
+/// (after `grace`, so in-flight polls record their readings first).
+pub(crate) async fn counters_saver(
+    counters: Arc<Mutex<CounterStore>>,
+    every: Duration,
+    grace: Duration,
     shutdown: Shutdown,
-    mut discovered: Option<mpsc::Receiver<Discovered>>,
 ) {
-    let mut tasks = JoinSet::new();
-    for d in &config.devices {
-        shared
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .configured_addresses
-            .insert(normalised(&d.address));
-        let (_tx, rx) = watch::channel(d.clone());
-        let slot = new_slot(&shared, rx, None);
-        tasks.spawn(device_task(slot, shared.clone(), shutdown.clone()));
-    }
-    tasks.spawn(heartbeat_task(
-        shared.clone(),
-        config.heartbeat_interval,
-        shutdown.clone(),
-    ));
-    tasks.spawn(counters_saver(
-        shared.clone(),
-        config.poll_interval.max(Duration::from_secs(10)),
-        shutdown.clone(),
-    ));
-    loop {
-        let next = async {
-            match discovered.as_mut() {
-                Some(rx) => rx.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            d = next => match d {
-                Some(d) => {
-                    if let Some(slot) = adopt(&shared, d) {
-                        tasks.spawn(device_task(slot, shared.clone(), shutdown.clone()));
-                    }
-                }
-                None => discovered = None,
-            },
-            r = tasks.join_next() => match r {
-                None => break,
-                Some(Err(e)) => tracing::error!(error = %e, "an edge task ended abnormally"),
-                Some(Ok(())) => {}
-            },
-        }
-    }
-}
-
-/// Save the counter readings every `every` and once more at shutdown.
-async fn counters_saver(shared: Arc<Shared>, every: Duration, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tick.tick() => shared.save_counters().await,
+            _ = tick.tick() => save_counters(&counters).await,
         }
     }
-    // Let in-flight polls (shutdown_grace) record their readings first.
-    tokio::time::sleep(shared.shutdown_grace).await;
-    shared.save_counters().await;
+    tokio::time::sleep(grace).await;
+    save_counters(&counters).await;
 }
+
+/// Save the counter readings (if changed) off the async threads.
+async fn save_counters(counters: &Arc<Mutex<CounterStore>>) {
+    let c = counters.clone();
+    let _ = tokio::task::spawn_blocking(move || c.lock().unwrap_or_else(|p| p.into_inner()).save())
+        .await;
+}
+
+// --- supervisor hooks (the tasks themselves are run by crate::supervisor) ---
+
+/// A configured device's slot; its address is registered as configured.
+pub(crate) fn configured_slot(shared: &Shared, d: &crate::DeviceTarget) -> Slot {
+    shared
+        .registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .configured_addresses
+        .insert(normalised(&d.address));
+    let (_tx, rx) = watch::channel(d.clone());
+    new_slot(shared, rx, None)
+}
+
+/// A configured device was removed: forget its address and its flag.
+pub(crate) fn forget_configured(shared: &Shared, d: &crate::DeviceTarget, slot: &Slot) {
+    shared
+        .registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .configured_addresses
+        .remove(&normalised(&d.address));
+    shared
+        .reachable
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|f| !Arc::ptr_eq(f, &slot.reachable));
+    let device_id = slot
+        .plan
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .device_id
+        .take();
+    if let Some(id) = device_id {
+        shared.forget_liveness(&id);
+    }
+}
+
+/// The address a slot polls now (for logs).
+pub(crate) fn slot_address(slot: &Slot) -> String {
+    slot.target.borrow().address.clone()
+}
+
+// --- end of supervisor hooks ---
 
 fn new_slot(
     shared: &Shared,
@@ -671,12 +707,17 @@ fn new_slot(
         target,
         reachable,
         discovered_serial,
+        progress: Progress::default(),
+        plan: Arc::new(Mutex::new(PlanState {
+            device_id: None,
+            plan: DevicePlan::new(shared.anchor),
+        })),
     }
 }
 
 /// A discovered device: a new task (returned), a new address for an existing
 /// one, or nothing when a configured entry already polls it.
-fn adopt(shared: &Shared, d: Discovered) -> Option<Slot> {
+pub(crate) fn adopt(shared: &Shared, d: Discovered) -> Option<Slot> {
     let mut reg = shared.registry.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(tx) = reg.discovered.get(&d.serial) {
         tx.send_if_modified(|t| {

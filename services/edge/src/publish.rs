@@ -1,8 +1,9 @@
-//! Signed publishing to Kafka, from the store-and-forward buffer.
+//! Signed publishing to the uplink (Kafka or Firehose), from the store-and-forward buffer.
 //!
 //! Records are encoded when they are produced ([`stored`],
 //! [`dead_letter`]) and appended to the [`crate::buffer`]; [`forward`]
-//! reads the buffer oldest first and sends. Why this shape:
+//! reads the buffer oldest first and sends through an [`Uplink`]
+//! ([`Publisher`] for Kafka, [`crate::uplink::FirehoseUplink`]). Why this shape:
 //!
 //! - **Sign at send time.** The signature covers (topic, key, batch, seq,
 //!   ts, payload); `ts` is the send time, because the processor will check
@@ -30,13 +31,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleetpulse_core::kafka::{dlq_headers, KafkaConfig};
+use fleetpulse_core::kafka::{dlq_headers, KafkaConfig, TlsDefault};
 use fleetpulse_core::records::Record;
 use fleetpulse_core::signing::{
     SigningKey, HDR_BATCH, HDR_CONNECTOR, HDR_KEY_ID, HDR_SEQ, HDR_SIG, HDR_TS,
 };
 use fleetpulse_core::telemetry::{self, COUNTERS};
 use fleetpulse_core::{codec, now_millis, Shutdown};
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use rdkafka::error::KafkaError;
@@ -45,6 +47,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
 use crate::buffer::{Buffer, Class, StoredRecord};
+use crate::uplink::{FirehoseError, FirehoseUplink};
 
 /// Largest raw SNMP response copied to the dead-letter topic.
 pub const DLQ_PAYLOAD_MAX: usize = 64 * 1024;
@@ -61,6 +64,9 @@ pub enum PublishError {
     /// The producer could not be created (bad config).
     #[error("cannot create Kafka producer: {0}")]
     Create(#[source] KafkaError),
+    /// The uplink's security or client settings are invalid.
+    #[error(transparent)]
+    Config(#[from] fleetpulse_core::config::ConfigError),
     /// A record could not be encoded (a bug: records are built by us).
     #[error(transparent)]
     Encode(#[from] codec::CodecError),
@@ -135,42 +141,114 @@ pub fn dead_letter(
     }
 }
 
+/// Signs records at send time, for either uplink: one key, one sequence.
+pub struct Signer {
+    key: SigningKey,
+    connector_id: String,
+    seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("connector_id", &self.connector_id)
+            .field("key_id", &self.key.key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Derive the key; the sequence starts at now (ms) × 1000, so it keeps
+    /// increasing across restarts.
+    pub fn new(secret: &[u8], connector_id: &str) -> Arc<Signer> {
+        let seq_start = u64::try_from(now_millis())
+            .unwrap_or(0)
+            .saturating_mul(1000);
+        Arc::new(Signer {
+            key: SigningKey::derive(secret, connector_id),
+            connector_id: connector_id.to_string(),
+            seq: AtomicU64::new(seq_start),
+        })
+    }
+
+    /// The connector id.
+    pub fn connector_id(&self) -> &str {
+        &self.connector_id
+    }
+
+    /// Sign a record now: the six signature headers, in their order
+    /// (`fp-connector`, `fp-key-id`, `fp-batch`, `fp-seq`, `fp-ts`, `fp-sig`).
+    pub fn sign(&self, r: &StoredRecord) -> Vec<(String, Vec<u8>)> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let ts = now_millis();
+        let sig = self
+            .key
+            .sign(&r.topic, &r.key, &r.batch, seq, ts, &r.payload);
+        vec![
+            (
+                HDR_CONNECTOR.to_string(),
+                self.connector_id.clone().into_bytes(),
+            ),
+            (
+                HDR_KEY_ID.to_string(),
+                self.key.key_id().as_bytes().to_vec(),
+            ),
+            (HDR_BATCH.to_string(), r.batch.clone().into_bytes()),
+            (HDR_SEQ.to_string(), seq.to_string().into_bytes()),
+            (HDR_TS.to_string(), ts.to_string().into_bytes()),
+            (HDR_SIG.to_string(), sig.into_bytes()),
+        ]
+    }
+}
+
 /// A signing Kafka producer for one connector.
 pub struct Publisher {
     producer: FutureProducer,
     kafka: KafkaConfig,
-    key: SigningKey,
-    connector_id: String,
-    seq: AtomicU64,
+    signer: Arc<Signer>,
     compression: &'static str,
 }
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
-            .field("connector_id", &self.connector_id)
-            .field("key_id", &self.key.key_id())
+            .field("signer", &self.signer)
             .field("compression", &self.compression)
             .finish_non_exhaustive()
     }
 }
 
-fn producer_config(kafka: &KafkaConfig, compression: &str) -> ClientConfig {
-    let mut c = kafka.client_config();
+/// The edge's producer defaults for a thin WAN link (each unless set in
+/// `kafka.properties`): few, full batches (what leaves the site is small, so
+/// waiting a second lets a cycle's records share requests and compress
+/// together), a metadata refresh every hour instead of every 5 minutes
+/// (librdkafka refreshes at once on errors anyway), and no client metrics
+/// pushed to the broker (KIP-714).
+pub const WAN_DEFAULTS: &[(&str, &str)] = &[
+    ("linger.ms", "1000"),
+    ("topic.metadata.refresh.interval.ms", "3600000"),
+    ("enable.metrics.push", "false"),
+];
+
+fn producer_config(kafka: &KafkaConfig, compression: &str) -> Result<ClientConfig, PublishError> {
+    // The edge crosses networks: TLS unless every broker is on loopback.
+    let mut c = kafka.try_client_config(TlsDefault::OnUnlessLoopback)?;
     // Our settings, unless the operator overrode them in kafka.properties.
     for (k, v) in [
         ("enable.idempotence", "true"),
         ("acks", "all"),
         ("compression.type", compression),
-        ("linger.ms", "50"),
         // The buffer owns durability: librdkafka retries until delivered.
         ("message.timeout.ms", "0"),
-    ] {
+    ]
+    .into_iter()
+    .chain(WAN_DEFAULTS.iter().copied())
+    {
         if !kafka.properties.contains_key(k) {
             c.set(k, v);
         }
     }
-    c
+    Ok(c)
 }
 
 impl Publisher {
@@ -180,29 +258,32 @@ impl Publisher {
         secret: &[u8],
         connector_id: &str,
     ) -> Result<Arc<Publisher>, PublishError> {
-        let (producer, compression) = match producer_config(kafka, "zstd")
+        Publisher::with_signer(kafka, Signer::new(secret, connector_id))
+    }
+
+    /// Create the producer around an existing [`Signer`].
+    pub fn with_signer(
+        kafka: &KafkaConfig,
+        signer: Arc<Signer>,
+    ) -> Result<Arc<Publisher>, PublishError> {
+        let (producer, compression) = match producer_config(kafka, "zstd")?
             .create::<FutureProducer>()
         {
             Ok(p) => (p, "zstd"),
             Err(e) => {
                 tracing::info!(error = %e, "zstd unavailable in this librdkafka build, using lz4");
                 (
-                    producer_config(kafka, "lz4")
+                    producer_config(kafka, "lz4")?
                         .create::<FutureProducer>()
                         .map_err(PublishError::Create)?,
                     "lz4",
                 )
             }
         };
-        let seq_start = u64::try_from(now_millis())
-            .unwrap_or(0)
-            .saturating_mul(1000);
         Ok(Arc::new(Publisher {
             producer,
             kafka: kafka.clone(),
-            key: SigningKey::derive(secret, connector_id),
-            connector_id: connector_id.to_string(),
-            seq: AtomicU64::new(seq_start),
+            signer,
             compression,
         }))
     }
@@ -220,45 +301,14 @@ impl Publisher {
     /// Sign a buffered record now and queue it; the future resolves when
     /// the broker acknowledged (or librdkafka gave up on) it.
     pub fn send(&self, r: &StoredRecord) -> Result<DeliveryFuture, PublishError> {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let ts = now_millis();
-        let sig = self
-            .key
-            .sign(&r.topic, &r.key, &r.batch, seq, ts, &r.payload);
-        let seq_s = seq.to_string();
-        let ts_s = ts.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 6);
-        for (k, v) in &r.headers {
+        let signature = self.signer.sign(r);
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + signature.len());
+        for (k, v) in r.headers.iter().chain(signature.iter()) {
             headers = headers.insert(Header {
                 key: k.as_str(),
                 value: Some(v.as_slice()),
             });
         }
-        let headers = headers
-            .insert(Header {
-                key: HDR_CONNECTOR,
-                value: Some(self.connector_id.as_str()),
-            })
-            .insert(Header {
-                key: HDR_KEY_ID,
-                value: Some(self.key.key_id()),
-            })
-            .insert(Header {
-                key: HDR_BATCH,
-                value: Some(r.batch.as_str()),
-            })
-            .insert(Header {
-                key: HDR_SEQ,
-                value: Some(seq_s.as_str()),
-            })
-            .insert(Header {
-                key: HDR_TS,
-                value: Some(ts_s.as_str()),
-            })
-            .insert(Header {
-                key: HDR_SIG,
-                value: Some(sig.as_str()),
-            });
         let record = FutureRecord::to(&r.topic)
             .key(&r.key)
             .payload(&r.payload)
@@ -318,7 +368,47 @@ impl TokenBucket {
     }
 }
 
-type Delivery = (u64, Class, Result<(), KafkaError>);
+/// Why an uplink did not acknowledge a record.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Kafka's delivery report.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// Firehose's answer.
+    #[error("Firehose: {0}")]
+    Firehose(#[from] FirehoseError),
+}
+
+/// One record's outcome: buffer seq, class, acknowledged or why not.
+pub(crate) type Delivery = (u64, Class, Result<(), DeliveryError>);
+
+/// Where [`forward`] sends: one of two concrete uplinks.
+#[derive(Debug, Clone)]
+pub enum Uplink {
+    /// Kafka (`uplink.kind = "kafka"`).
+    Kafka(Arc<Publisher>),
+    /// AWS Firehose (`uplink.kind = "firehose"`).
+    Firehose(Arc<FirehoseUplink>),
+}
+
+impl Uplink {
+    /// `"kafka"` or `"firehose"`, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Uplink::Kafka(_) => "kafka",
+            Uplink::Firehose(_) => "firehose",
+        }
+    }
+
+    /// How long in-flight sends may take at shutdown.
+    fn drain_timeout(&self) -> Duration {
+        match self {
+            // librdkafka was flushed (bounded) already.
+            Uplink::Kafka(_) => Duration::from_secs(1),
+            Uplink::Firehose(_) => FLUSH_TIMEOUT,
+        }
+    }
+}
 
 fn delivered(class: Class, n: u64) {
     if class == Class::DeadLetter {
@@ -336,12 +426,12 @@ fn delivered(class: Class, n: u64) {
     }
 }
 
-fn delivery_failed(seq: u64, e: &KafkaError, backoff: Duration) {
+fn delivery_failed(seq: u64, e: &DeliveryError, backoff: Duration) {
     tracing::warn!(
         seq,
         error = %e,
         ?backoff,
-        "Kafka did not acknowledge a record; it stays in the buffer and is sent again"
+        "the uplink did not acknowledge a record; it stays in the buffer and is sent again"
     );
     metrics::counter!("fleetpulse_edge_delivery_failures_total").increment(1);
 }
@@ -387,22 +477,29 @@ async fn settle(buffer: &Arc<Buffer>, results: &mut Vec<Delivery>, force_checkpo
     failure
 }
 
-/// Send the buffer's records to Kafka, oldest first, until `shutdown`;
-/// then give in-flight sends [`FLUSH_TIMEOUT`] and write the ack cursor.
-pub async fn forward(buffer: Arc<Buffer>, publisher: Arc<Publisher>, shutdown: Shutdown) {
+/// Send the buffer's records through the uplink, oldest first, until
+/// `shutdown`; then give in-flight sends a bounded time ([`FLUSH_TIMEOUT`])
+/// and write the ack cursor.
+pub async fn forward(buffer: Arc<Buffer>, uplink: Uplink, shutdown: Shutdown) {
     let window = buffer.config().max_in_flight;
     let mut bucket = TokenBucket::new(buffer.config().replay_bytes_per_sec);
-    let mut inflight = FuturesUnordered::new();
+    // Each in-flight future yields the outcomes of one or more records.
+    let mut inflight: FuturesUnordered<BoxFuture<'static, Vec<Delivery>>> = FuturesUnordered::new();
+    let mut inflight_records = 0usize;
     let mut results: Vec<Delivery> = Vec::new();
     let mut backoff = Duration::from_secs(1);
     let mut paused_until: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let take = |d: Vec<Delivery>, n: &mut usize, results: &mut Vec<Delivery>| {
+        *n = n.saturating_sub(d.len());
+        results.extend(d);
+    };
     'run: loop {
         if paused_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
             paused_until = None;
         }
-        let room = window.saturating_sub(inflight.len());
+        let room = window.saturating_sub(inflight_records);
         let mut claimed = 0;
         if room > 0 && paused_until.is_none() {
             let b = buffer.clone();
@@ -411,6 +508,7 @@ pub async fn forward(buffer: Arc<Buffer>, publisher: Arc<Publisher>, shutdown: S
                     .await
                     .unwrap_or_default();
             claimed = batch.len();
+            let mut for_firehose = Vec::new();
             for r in batch {
                 let wait = bucket.take(r.frame_len());
                 if !wait.is_zero() {
@@ -419,40 +517,59 @@ pub async fn forward(buffer: Arc<Buffer>, publisher: Arc<Publisher>, shutdown: S
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
+                let publisher = match &uplink {
+                    Uplink::Kafka(p) => p,
+                    Uplink::Firehose(_) => {
+                        for_firehose.push(r);
+                        continue;
+                    }
+                };
                 match publisher.send(&r) {
                     Ok(fut) => {
                         let (seq, class) = (r.seq, r.class);
-                        inflight.push(fut.map(move |d| {
-                            let r = match d {
-                                Ok(Ok(_)) => Ok(()),
-                                Ok(Err((e, _))) => Err(e),
-                                Err(_) => Err(KafkaError::Canceled),
-                            };
-                            (seq, class, r)
-                        }));
+                        inflight_records += 1;
+                        inflight.push(
+                            fut.map(move |d| {
+                                let r = match d {
+                                    Ok(Ok(_)) => Ok(()),
+                                    Ok(Err((e, _))) => Err(e.into()),
+                                    Err(_) => Err(KafkaError::Canceled.into()),
+                                };
+                                vec![(seq, class, r)]
+                            })
+                            .boxed(),
+                        );
                     }
                     Err(e) => {
                         send_failed(&e, backoff);
-                        results.push((r.seq, r.class, Err(KafkaError::Canceled)));
+                        results.push((r.seq, r.class, Err(KafkaError::Canceled.into())));
                         paused_until = Some(tokio::time::Instant::now() + backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                 }
             }
+            if let Uplink::Firehose(f) = &uplink {
+                if !for_firehose.is_empty() {
+                    let (now, calls) = f.submit(&for_firehose);
+                    inflight_records += for_firehose.len() - now.len();
+                    results.extend(now);
+                    inflight.extend(calls);
+                }
+            }
         }
         while let Some(Some(d)) = inflight.next().now_or_never() {
-            results.push(d);
+            take(d, &mut inflight_records, &mut results);
         }
         if claimed == 0 || !results.is_empty() {
             if claimed == 0 && results.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'run,
-                    Some(d) = inflight.next(), if !inflight.is_empty() => results.push(d),
-                    _ = buffer.wait_for_records(), if inflight.len() < window && paused_until.is_none() => {}
+                    Some(d) = inflight.next(), if !inflight.is_empty() => take(d, &mut inflight_records, &mut results),
+                    _ = buffer.wait_for_records(), if inflight_records < window && paused_until.is_none() => {}
                     _ = tick.tick() => {}
                 }
                 while let Some(Some(d)) = inflight.next().now_or_never() {
-                    results.push(d);
+                    take(d, &mut inflight_records, &mut results);
                 }
             }
             if !results.is_empty() {
@@ -469,20 +586,23 @@ pub async fn forward(buffer: Arc<Buffer>, publisher: Arc<Publisher>, shutdown: S
         }
     }
     // Shutdown: deliver what is in flight (bounded), record the acks.
-    let p = publisher.clone();
-    let _ = tokio::task::spawn_blocking(move || p.flush(FLUSH_TIMEOUT)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    if let Uplink::Kafka(p) = &uplink {
+        let p = p.clone();
+        let _ = tokio::task::spawn_blocking(move || p.flush(FLUSH_TIMEOUT)).await;
+    }
+    let deadline = tokio::time::Instant::now() + uplink.drain_timeout();
     while !inflight.is_empty() {
         match tokio::time::timeout_at(deadline, inflight.next()).await {
-            Ok(Some(d)) => results.push(d),
+            Ok(Some(d)) => take(d, &mut inflight_records, &mut results),
             _ => break,
         }
     }
     settle(&buffer, &mut results, true).await;
     let stats = buffer.stats();
     tracing::info!(
+        uplink = uplink.name(),
         left_in_buffer = stats.records,
-        in_flight_unacknowledged = inflight.len(),
+        in_flight_unacknowledged = inflight_records,
         "forwarder stopped"
     );
 }

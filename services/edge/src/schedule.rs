@@ -119,6 +119,9 @@ pub(crate) struct DevicePlan {
     reachable: Option<bool>,
     /// Non-critical alert events waiting for the next status.
     pending_alerts: Vec<fleetpulse_core::records::AlertEvent>,
+    /// (`status_interval`, `counters_interval`) the due times were computed
+    /// with: a reload changing them moves the due times at the next poll.
+    intervals: Option<(Duration, Duration)>,
 }
 
 impl DevicePlan {
@@ -136,6 +139,7 @@ impl DevicePlan {
             previous: None,
             reachable: None,
             pending_alerts: Vec::new(),
+            intervals: None,
         }
     }
 
@@ -195,6 +199,18 @@ impl DevicePlan {
         self.reachable = Some(true);
 
         self.floor = cfg.min_interval;
+        let intervals = (cfg.status_interval, cfg.counters_interval);
+        if self.intervals.is_some_and(|i| i != intervals) {
+            // A new schedule (reload): the next slot of the new interval
+            // after what was last sent, not the old due time.
+            self.status_due = self
+                .status_sent
+                .map(|t| next_due(self.anchor, cfg.status_interval, t));
+            self.counters_due = self
+                .counters_sent
+                .map(|t| next_due(self.anchor, cfg.counters_interval, t));
+        }
+        self.intervals = Some(intervals);
         let sig = Significant::of(&records.status, cfg.supply_low_percent);
         if let Some(change) = self.previous.as_ref().and_then(|p| sig.change_from(p)) {
             self.status_pending.get_or_insert(change);
@@ -531,6 +547,31 @@ mod tests {
                     .mark_sent(&mut r.counters.as_mut().unwrap().markers);
             }
         }
+    }
+
+    #[test]
+    fn a_new_interval_moves_the_due_times() {
+        let mut s = Sim::new();
+        s.cfg = ScheduleConfig::every_poll();
+        s.poll(5, 0, vec![]);
+        s.now += Duration::from_secs(30);
+        let (d, _) = s.poll(5, 0, vec![]);
+        assert_eq!(d.status_reason, Some("interval"));
+        // Back to 3 h (a reload): the old 1 s due time does not fire again,
+        // nor does anything count as "first"; the next status is at the 3 h slot.
+        s.cfg = ScheduleConfig {
+            min_interval: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let mut sent = Vec::new();
+        for i in 1..=400 {
+            s.now += Duration::from_secs(30);
+            let (d, _) = s.poll(5, 0, vec![]);
+            if d.status {
+                sent.push((i, d.status_reason));
+            }
+        }
+        assert_eq!(sent, vec![(359, Some("interval"))]);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::mapping::oids;
 use crate::snmp::{oid, Oid, SnmpClient, SnmpError, SnmpOptions, SnmpValue};
 use crate::{poll_device, DeviceTarget, PollError};
 
+mod health;
+
 /// How the test agent misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -388,12 +390,17 @@ async fn hostile_random_bytes_are_a_decode_error() {
 #[tokio::test]
 async fn hostile_wrong_request_id_then_silence_times_out() {
     let agent = start_agent(Mode::WrongId, printer_mib("X")).await;
-    let started = Instant::now();
-    let err = poll_device(
-        &DeviceTarget::new(agent.addr.to_string(), "public"),
-        &fast(),
+    // 200 ms + 400 ms backoff; the outer guard only catches a hang (speed
+    // is for benchmarks, not for a busy CI machine).
+    let err = tokio::time::timeout(
+        HANG_GUARD,
+        poll_device(
+            &DeviceTarget::new(agent.addr.to_string(), "public"),
+            &fast(),
+        ),
     )
     .await
+    .expect("must not hang")
     .expect_err("no matching answer");
     assert!(
         matches!(
@@ -406,12 +413,6 @@ async fn hostile_wrong_request_id_then_silence_times_out() {
         "{err:?}"
     );
     assert!(err.is_retriable() && err.is_silence());
-    // 200 ms + 400 ms backoff; generous bound, it must not hang.
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test]
@@ -521,16 +522,24 @@ async fn silent_device_times_out_within_the_deadline() {
         poll_deadline: Duration::from_millis(800),
         ..SnmpOptions::default()
     };
-    let started = Instant::now();
-    let err = poll_device(
-        &DeviceTarget::new(silent.local_addr().unwrap().to_string(), "public"),
-        &opts,
+    // The typed Deadline error proves the deadline cut the retries short
+    // (5 retries with backoff would take far longer and end in Timeout);
+    // the outer guard only catches a hang.
+    let err = tokio::time::timeout(
+        HANG_GUARD,
+        poll_device(
+            &DeviceTarget::new(silent.local_addr().unwrap().to_string(), "public"),
+            &opts,
+        ),
     )
     .await
+    .expect("must not hang")
     .unwrap_err();
     assert!(matches!(err, PollError::Deadline { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// Outer guard for tests of timeouts: fails only on a hang.
+const HANG_GUARD: Duration = Duration::from_secs(30);
 
 mod end_to_end {
     use super::*;
@@ -576,6 +585,7 @@ mod end_to_end {
             brokers: cluster.bootstrap_servers(),
             topic_prefix: "e2e".into(),
             properties: Default::default(),
+            ..Default::default()
         };
         for t in kafka.all_topics() {
             cluster.create_topic(&t, 1, 1).expect("create topic");
@@ -797,7 +807,8 @@ mod end_to_end {
                     );
                     if v3_id.as_deref() == Some(key_s.as_str()) {
                         // net-snmp's agent is no printer: identity only.
-                        assert_eq!(r.sys_name.as_deref(), Some("fp-agent"));
+                        // sysName is dropped by the default privacy policy.
+                        assert_eq!(r.sys_name, None);
                     } else {
                         assert!(!r.supplies.is_empty());
                     }

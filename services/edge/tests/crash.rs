@@ -248,6 +248,7 @@ async fn sigkill_during_buffer_writes_loses_no_stored_record() {
         brokers: cluster.bootstrap_servers(),
         topic_prefix: "crash".into(),
         properties: Default::default(),
+        ..Default::default()
     };
     for t in kafka.all_topics() {
         cluster.create_topic(&t, 1, 1).expect("topic");

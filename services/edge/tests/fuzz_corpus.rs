@@ -17,6 +17,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("snmp_response", harness::snmp_response),
     ("snmp_agent_request", harness::snmp_agent_request),
     ("ipp_response", harness::ipp_response),
+    ("snmp_v3_message", harness::snmp_v3_message),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -104,5 +105,24 @@ fn the_corpus_reaches_past_the_decoders() {
     assert!(
         with_supplies >= 1,
         "{with_supplies} IPP responses map supplies"
+    );
+
+    // SNMPv3: recorded net-snmp responses authenticate with the fixed user
+    // (HMAC verified), decrypt (AES) and carry varbinds; reports decode too.
+    use fleetpulse_edge::snmp::{decode_v3_unguarded, DecodedV3};
+    let user = &harness::v3_users()[0];
+    let (mut responses, mut reports) = (0, 0);
+    for p in corpus("snmp_v3_message") {
+        let b = std::fs::read(p).unwrap();
+        let engine = harness::v3_engine_id(&b).unwrap_or_default();
+        match decode_v3_unguarded(&b, Some(user), &engine) {
+            Ok((_, DecodedV3::Response(r))) if !r.varbinds.is_empty() => responses += 1,
+            Ok((_, DecodedV3::Report { .. })) => reports += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        responses >= 5 && reports >= 1,
+        "{responses} v3 responses verify, decrypt and decode; {reports} reports"
     );
 }

@@ -116,6 +116,7 @@ async fn six_hour_outage_loses_no_counters_or_alerts() {
         brokers: cluster.bootstrap_servers(),
         topic_prefix: "outage".into(),
         properties: Default::default(),
+        ..Default::default()
     };
     for t in kafka.all_topics() {
         cluster

@@ -82,7 +82,7 @@ impl ConsumerContext for Ctx {
                     .assigned
                     .store(tpl.count() as u64, Ordering::Relaxed);
             }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Error(e) => rebalance_error(&e.to_string()),
         }
     }
 }
@@ -364,6 +364,19 @@ impl Pipeline {
             }
             return Ok(());
         }
+        if record_type == RecordType::MaintenanceAlert {
+            // Produced inside the platform by the alerter, which holds no
+            // connector key: decoded and anonymised, not signature-checked
+            // (see `include_alerts`). Only the alerts topic is read this way.
+            let value = match self
+                .verifier
+                .check_internal(record_type, m.payload().unwrap_or_default())
+            {
+                Ok(v) => v,
+                Err(rej) => return self.dead_letter(&m, rej).await,
+            };
+            return self.buffer(&m, key, record_type, value).await;
+        }
         let reference = ReferenceTime::of(m.timestamp(), now_millis());
         // rdkafka panics on a header name that is not UTF-8, and a decoder
         // bug must not stop the pipeline either: such input is dead-lettered.
@@ -417,17 +430,29 @@ impl Pipeline {
                 return self.dead_letter(&m, rej).await;
             }
         }
+        self.buffer(&m, key, record_type, value).await
+    }
+
+    /// Transform an accepted record and add it to its partition's buffer.
+    async fn buffer(
+        &mut self,
+        m: &OwnedMessage,
+        key: PartKey,
+        record_type: RecordType,
+        value: apache_avro::types::Value,
+    ) -> Result<(), ProcessorError> {
+        let offset = m.offset();
         let row = match self.transformer.transform(record_type, &value) {
             Ok(row) => row,
             Err(e) => {
                 return self
-                    .dead_letter(&m, Rejection::new("bad_datum", e.to_string()))
+                    .dead_letter(m, Rejection::new("bad_datum", e.to_string()))
                     .await
             }
         };
         let Some(date) = observed_at(&value).and_then(utc_date) else {
             let rej = Rejection::new("bad_datum", "observed_at is outside years 1..=9999");
-            return self.dead_letter(&m, rej).await;
+            return self.dead_letter(m, rej).await;
         };
         drop(value);
 
@@ -617,7 +642,7 @@ impl Pipeline {
                 Ok(_) => break,
                 Err((e, _)) if attempt < 5 => {
                     attempt += 1;
-                    tracing::warn!(error = %e, attempt, "dead-letter produce failed, retrying");
+                    dead_letter_retry(&e, attempt);
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
                 Err((e, _)) => return Err(ProcessorError::DeadLetter(e)),
@@ -690,6 +715,9 @@ fn dead_lettered(m: &OwnedMessage, rej: &Rejection, stats: &Stats) {
     metrics::counter!("fleetpulse_processor_dead_lettered_total", "class" => rej.class)
         .increment(1);
     telemetry::add(&COUNTERS.dead_lettered, "fleetpulse_dead_lettered_total", 1);
+    COUNTERS
+        .processor_dead_lettered
+        .fetch_add(1, Ordering::Relaxed);
     stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -729,6 +757,16 @@ fn commit_failed(planned: &[(PartKey, i64)], error: &str) {
         tracing::warn!(%topic, partition, offset, %error, "offset commit failed (will retry; normal after a rebalance)");
     }
     metrics::counter!("fleetpulse_processor_commit_failures_total").increment(1);
+}
+
+fn rebalance_error(error: &str) {
+    tracing::warn!(%error, "rebalance error");
+    metrics::counter!("fleetpulse_processor_rebalance_errors_total").increment(1);
+}
+
+fn dead_letter_retry(error: &KafkaError, attempt: u32) {
+    tracing::warn!(%error, attempt, "dead-letter produce failed, retrying");
+    metrics::counter!("fleetpulse_processor_dead_letter_retries_total").increment(1);
 }
 
 fn revoked_buffer_dropped(key: &PartKey, rows: usize) {

@@ -10,7 +10,13 @@
 //! reads the last offset it holds from the footer, and skips exactly those
 //! rows. Roll timing may differ between runs; the names never collide with
 //! different contents because each file starts where the previous one ended.
+//! A replay may also decide differently (a record the crashed run rejected,
+//! e.g. for clock skew, is accepted now), so a replayed segment can start
+//! before a present file or run into one: publishing looks at all of the
+//! partition's files of that date, skips what a present file covers and
+//! stops each new file before the next present one ([`LakeWriter::publish`]).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -228,30 +234,60 @@ impl LakeWriter {
 
     /// Make the segment durable: write the rows not already in a present
     /// file, skipping those that are. See the module docs.
+    ///
+    /// The partition's files present in the segment's date directory are
+    /// listed first. Rows up to the `last_offset` of the nearest file that
+    /// starts at or before a row are skipped, and a new file ends before the
+    /// next present file's first offset (the rest is written as its own
+    /// file), so a replay whose accept/reject decisions differ from the
+    /// crashed run's (a record rejected then, accepted now) still writes
+    /// every offset once. Only this date directory can hold the rows: a
+    /// row's date comes from the record itself, so an offset accepted by two
+    /// runs lands in the same directory both times. The listing is not
+    /// cached, so files another processor published before a rebalance are
+    /// always seen.
     pub fn publish(&self, segment: Segment, schema: SchemaRef) -> Result<Published, LakeError> {
         let mut out = Published {
             durable_through: segment.last_offset(),
             ..Published::default()
         };
         let rows = segment.rows;
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        let dir = self
+            .file_path(segment.record_type, segment.date, segment.partition, 0)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        self.ensure_dir(&dir)?;
+        let mut present = present_files(&dir, segment.partition)?;
         let mut start = 0;
         while start < rows.len() {
             let first = rows[start].0;
-            let path = self.file_path(segment.record_type, segment.date, segment.partition, first);
-            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            self.ensure_dir(&dir)?;
-            if path.exists() {
-                let last = read_last_offset(&path)?;
-                skipped_existing(&path, first, last);
-                out.files_skipped += 1;
-                out.skip_until = out.skip_until.max(Some(last));
-                out.durable_through = out.durable_through.max(Some(last));
-                let next = start + rows[start..].partition_point(|(o, _)| *o <= last);
-                out.rows_skipped += (next - start) as u64;
-                start = next;
-                continue;
+            // A present file that starts at or before this row and reaches it.
+            if let Some((&file_first, path)) = present.range(..=first).next_back() {
+                let last = read_last_offset(path)?;
+                if last >= first {
+                    skipped_existing(path, file_first, last);
+                    out.files_skipped += 1;
+                    out.skip_until = out.skip_until.max(Some(last));
+                    out.durable_through = out.durable_through.max(Some(last));
+                    let next = start + rows[start..].partition_point(|(o, _)| *o <= last);
+                    out.rows_skipped += (next - start) as u64;
+                    start = next;
+                    continue;
+                }
             }
-            let chunk = &rows[start..];
+            // End before the next present file: it holds what follows.
+            let next_file = present
+                .range(first.saturating_add(1)..)
+                .next()
+                .map(|(f, _)| *f);
+            let end =
+                start + rows[start..].partition_point(|(o, _)| next_file.is_none_or(|n| *o < n));
+            let path = self.file_path(segment.record_type, segment.date, segment.partition, first);
+            let chunk = &rows[start..end];
             let tmp = dir.join(format!(
                 ".part-{}-{first:020}.parquet.{}-{}.tmp",
                 segment.partition,
@@ -279,11 +315,14 @@ impl LakeWriter {
                 Ok(()) => {
                     sync_dir(&dir)?;
                     out.rows_written += chunk.len() as u64;
-                    out.files.push(path);
-                    start = rows.len();
+                    out.files.push(path.clone());
+                    present.insert(first, path);
+                    start = end;
                 }
                 // Someone published the same name meanwhile: read theirs.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    present.insert(first, path);
+                }
                 Err(e) => return Err(io_err("publish", &path)(e)),
             }
         }
@@ -401,6 +440,29 @@ fn skipped_existing(path: &Path, first: i64, last: i64) {
     metrics::counter!("fleetpulse_processor_files_skipped_total").increment(1);
 }
 
+/// The published files of `partition` in a date directory, by first offset
+/// (from their names; temporary files and other partitions are ignored).
+fn present_files(dir: &Path, partition: i32) -> Result<BTreeMap<i64, PathBuf>, LakeError> {
+    let prefix = format!("part-{partition}-");
+    let mut out = BTreeMap::new();
+    let entries = std::fs::read_dir(dir).map_err(io_err("list", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let name = entry.file_name();
+        let Some(first) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(".parquet"))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        out.insert(first, entry.path());
+    }
+    Ok(out)
+}
+
 /// `fsync` a directory so the entries created in it survive a crash.
 fn sync_dir(dir: &Path) -> Result<(), LakeError> {
     File::open(dir)
@@ -516,6 +578,88 @@ mod tests {
                 "part-2-00000000000000000015.parquet"
             ]
         );
+    }
+
+    /// Run 1 rejected offset 10, published 11..14 as part-11 and crashed
+    /// before committing; run 2 accepts offset 10 and replays 10..14.
+    #[test]
+    fn a_replay_that_accepts_more_writes_each_offset_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tr = Transformer::new(Pseudonymizer::new(b"k-0123456789abcdef", "v1")).unwrap();
+        let schema = tr.arrow_schema(RecordType::DeviceHeartbeat).unwrap();
+        let lake = LakeWriter::new(dir.path());
+        let p = lake.publish(segment(&tr, 11..15), schema.clone()).unwrap();
+        assert!(p.files[0].ends_with("part-2-00000000000000000011.parquet"));
+        // A present file of another partition does not matter.
+        let mut other = segment(&tr, []);
+        other.partition = 3;
+        for (o, row) in segment(&tr, 8..10).rows {
+            other.push(o, row);
+        }
+        lake.publish(other, schema.clone()).unwrap();
+
+        let p = lake.publish(segment(&tr, 10..15), schema.clone()).unwrap();
+        assert_eq!(p.rows_written, 1, "{p:?}");
+        assert_eq!(p.rows_skipped, 4);
+        assert_eq!(p.skip_until, Some(14));
+        assert_eq!(p.durable_through, Some(14));
+        // A later replay running past both files writes only the new tail,
+        // and one starting in the middle of a file skips the rest of it.
+        let p = lake.publish(segment(&tr, 9..18), schema.clone()).unwrap();
+        assert_eq!(p.rows_written, 4, "{p:?}");
+        assert_eq!(p.files.len(), 2, "9 alone, then 15..17");
+        let p = lake.publish(segment(&tr, 12..18), schema.clone()).unwrap();
+        assert_eq!(p.rows_written, 0, "{p:?}");
+        assert_eq!(p.durable_through, Some(17));
+        // Two present files with a gap between them: the gap is filled, each
+        // new file ends before the next present one.
+        let p = lake.publish(segment(&tr, 30..33), schema.clone()).unwrap();
+        assert_eq!(p.rows_written, 3);
+        let p = lake.publish(segment(&tr, 18..40), schema.clone()).unwrap();
+        assert_eq!(p.rows_written, 22 - 3, "{p:?}");
+        assert_eq!(p.files.len(), 2);
+
+        let mut offsets = Vec::new();
+        let day = dir.path().join("device_heartbeat/date=2025-11-21");
+        for e in std::fs::read_dir(day).unwrap() {
+            let path = e.unwrap().path();
+            if path.to_string_lossy().contains("part-3-") {
+                continue;
+            }
+            let meta = read_metadata(&path).unwrap();
+            let get = |k: &str| -> i64 {
+                meta.iter()
+                    .find(|(m, _)| m == k)
+                    .unwrap()
+                    .1
+                    .parse()
+                    .unwrap()
+            };
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                File::open(&path).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            let mut in_file = Vec::new();
+            for b in reader {
+                let b = b.unwrap();
+                let col = b
+                    .column_by_name(COL_OFFSET)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow_array::Int64Array>()
+                    .unwrap()
+                    .clone();
+                in_file.extend(col.values().iter().copied());
+            }
+            assert_eq!(in_file.first().copied(), Some(get(META_FIRST_OFFSET)));
+            assert_eq!(in_file.last().copied(), Some(get(META_LAST_OFFSET)));
+            offsets.extend(in_file);
+        }
+        offsets.sort();
+        let expected: Vec<i64> = (9..40).collect();
+        assert_eq!(offsets, expected, "every offset exactly once");
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //!   topic, undecodable datum) goes to the dead-letter topic with its original
 //!   bytes and headers plus the reason ([`verify`]); the offset is committed
 //!   only after the DLQ acknowledged it.
+//! - **Only site input needs a signature.** The alerter's topic (read with
+//!   `include_alerts`) is produced inside the platform by a service that
+//!   holds no connector key, so it is decoded and anonymised without a
+//!   signature check; broker ACLs, not signatures, guard who writes it.
 //! - **A signature is good once, and only while it is fresh.** The signing
 //!   time must be within `signature_window` of the record's Kafka timestamp
 //!   (not of the processor's clock, so a processor working through a backlog

@@ -284,139 +284,11 @@ fn generalize_value(g: Generalization, v: &Value) -> Json {
     }
 }
 
-/// `"a.b.c.d"` -> `"a.b.c.0/24"`; anything that is not a dotted IPv4 address -> `None`.
-pub fn ipv4_slash24(text: &str) -> Option<String> {
-    let ip: std::net::Ipv4Addr = text.trim().parse().ok()?;
-    let [a, b, c, _] = ip.octets();
-    Some(format!("{a}.{b}.{c}.0/24"))
-}
+pub use fleetpulse_core::generalize::{country_code, ipv4_slash24};
 
 /// Truncate milliseconds since the epoch to the start of their UTC hour.
 pub fn truncate_to_hour(ms: i64) -> i64 {
     ms - ms.rem_euclid(HOUR_MS)
-}
-
-/// Country names (lower case, as words) and their ISO 3166 alpha-2 codes.
-const COUNTRY_NAMES: &[(&str, &str)] = &[
-    ("germany", "DE"),
-    ("deutschland", "DE"),
-    ("france", "FR"),
-    ("united states of america", "US"),
-    ("united states", "US"),
-    ("usa", "US"),
-    ("united kingdom", "GB"),
-    ("great britain", "GB"),
-    ("england", "GB"),
-    ("scotland", "GB"),
-    ("wales", "GB"),
-    ("netherlands", "NL"),
-    ("nederland", "NL"),
-    ("holland", "NL"),
-    ("spain", "ES"),
-    ("españa", "ES"),
-    ("espana", "ES"),
-    ("italy", "IT"),
-    ("italia", "IT"),
-    ("japan", "JP"),
-    ("china", "CN"),
-    ("switzerland", "CH"),
-    ("schweiz", "CH"),
-    ("suisse", "CH"),
-    ("svizzera", "CH"),
-    ("austria", "AT"),
-    ("österreich", "AT"),
-    ("osterreich", "AT"),
-    ("belgium", "BE"),
-    ("belgique", "BE"),
-    ("belgië", "BE"),
-    ("poland", "PL"),
-    ("polska", "PL"),
-    ("sweden", "SE"),
-    ("sverige", "SE"),
-    ("denmark", "DK"),
-    ("danmark", "DK"),
-    ("norway", "NO"),
-    ("norge", "NO"),
-    ("finland", "FI"),
-    ("suomi", "FI"),
-    ("ireland", "IE"),
-    ("portugal", "PT"),
-    ("canada", "CA"),
-    ("australia", "AU"),
-    ("india", "IN"),
-    ("brazil", "BR"),
-    ("brasil", "BR"),
-    ("mexico", "MX"),
-    ("south korea", "KR"),
-    ("korea", "KR"),
-    ("singapore", "SG"),
-    ("czech republic", "CZ"),
-    ("czechia", "CZ"),
-];
-
-/// Codes recognised when written in upper case as a word of their own
-/// (`"Berlin, DE"`); lower-case `de`/`it`/`at` are ordinary words in many
-/// languages and are not taken as codes.
-const COUNTRY_CODES: &[(&str, &str)] = &[
-    ("DE", "DE"),
-    ("FR", "FR"),
-    ("US", "US"),
-    ("USA", "US"),
-    ("GB", "GB"),
-    ("UK", "GB"),
-    ("NL", "NL"),
-    ("ES", "ES"),
-    ("IT", "IT"),
-    ("JP", "JP"),
-    ("CN", "CN"),
-    ("CH", "CH"),
-    ("AT", "AT"),
-    ("BE", "BE"),
-    ("PL", "PL"),
-    ("SE", "SE"),
-    ("DK", "DK"),
-    ("NO", "NO"),
-    ("FI", "FI"),
-    ("IE", "IE"),
-    ("PT", "PT"),
-    ("CA", "CA"),
-    ("AU", "AU"),
-    ("IN", "IN"),
-    ("BR", "BR"),
-    ("MX", "MX"),
-    ("KR", "KR"),
-    ("SG", "SG"),
-    ("CZ", "CZ"),
-];
-
-/// The ISO 3166 alpha-2 code of a country named in free text (`"Berlin, DE,
-/// 2nd floor"` -> `DE`, `"Lyon, France"` -> `FR`), or `None` when no country
-/// is recognisable. Names win over codes; the first match wins among each.
-pub fn country_code(text: &str) -> Option<&'static str> {
-    let words: Vec<&str> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let lower: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
-    for start in 0..lower.len() {
-        for &(name, code) in COUNTRY_NAMES {
-            let parts: Vec<&str> = name.split(' ').collect();
-            if start + parts.len() <= lower.len()
-                && parts
-                    .iter()
-                    .zip(&lower[start..])
-                    .all(|(p, w)| *p == w.as_str())
-            {
-                return Some(code);
-            }
-        }
-    }
-    words.iter().find_map(|w| {
-        COUNTRY_CODES
-            .iter()
-            .find(|(token, _)| token == w)
-            .map(|(_, code)| *code)
-    })
 }
 
 fn is_text_schema(schema: &AvroSchema) -> Option<bool> {
@@ -662,7 +534,11 @@ mod tests {
         let (t, v) = codec::decode_value(&codec::encode(&j).unwrap()).unwrap();
         let row = tr.transform(t, &v).unwrap();
         assert_eq!(row["started_at"], 1_763_686_800_000i64);
-        assert_eq!(row["created_at"], 1_763_690_000_000i64);
+        // Submitted 13:33:20, generalised to 13:00 like started_at.
+        assert_eq!(j.created_at, Some(1_763_690_000_000));
+        assert_eq!(row["created_at"], 1_763_686_800_000i64);
+        assert_eq!(row["created_at"].as_i64().unwrap() % 3_600_000, 0);
+        assert_eq!(row["ended_at"].as_i64().map(|t| t % 3_600_000), Some(0));
         assert!(!row.contains_key("user_name"));
         assert_ne!(row["job_id"], "job-42");
         assert_eq!(row["job_id_key_id"], "v1");

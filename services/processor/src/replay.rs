@@ -382,8 +382,11 @@ impl SeqWindow {
                 path: path.clone(),
                 source: io::Error::other(e),
             })?;
-            std::fs::write(&tmp, bytes)
+            // Data on disk before the rename, the rename on disk after it: a
+            // crash leaves the old file or the new one, never an empty one.
+            write_synced(&tmp, &bytes)
                 .and_then(|()| std::fs::rename(&tmp, &path))
+                .and_then(|()| sync_parent(&path))
                 .map_err(|source| {
                     let _ = std::fs::remove_file(&tmp);
                     StateError {
@@ -433,6 +436,22 @@ fn memory_capped(connector: &str, dropped: usize) {
         "sequence memory full: forgetting the oldest sequence numbers (replays of them go unnoticed)"
     );
     metrics::counter!("fleetpulse_processor_seq_memory_evictions_total").increment(dropped as u64);
+}
+
+/// Write `bytes` to a new file at `path` and fsync it.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// fsync the directory holding `path`, so a rename into it is durable.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

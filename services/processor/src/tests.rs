@@ -69,6 +69,7 @@ impl Harness {
             brokers: cluster.bootstrap_servers(),
             topic_prefix: "fp".into(),
             properties: BTreeMap::new(),
+            ..Default::default()
         };
         for t in kafka.all_topics() {
             cluster.create_topic(&t, partitions, 1).expect("topic");
@@ -784,5 +785,90 @@ async fn a_rebalance_between_two_processors_keeps_rows_exactly_once() {
     );
     assert_eq!(a_assigned + b_assigned, 24);
     assert_eq!(unique, all.iter().map(|(id, _)| id.clone()).collect());
+    drop(h.cluster);
+}
+
+/// `include_alerts = true`: the alerter's records carry no connector
+/// signature (it holds no connector key) and still land in the lake,
+/// anonymised; the connectors' topics still require signatures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn included_alerts_land_in_the_lake_without_the_raw_serial() {
+    let h = Harness::new(1);
+    let alerts_topic = h.kafka.topic(RecordType::MaintenanceAlert);
+    let status_topic = h.kafka.topic(RecordType::DeviceStatus);
+    let mut msgs = Vec::new();
+    let mut ids = BTreeSet::new();
+    for i in 0..5 {
+        let s = serial(i);
+        let mut a = samples::maintenance_alert(&s);
+        // Like the alerter: the alert key starts with the serial; a message
+        // naming the device must not reach the lake either.
+        a.message = format!("{s}: Black Cartridge runs out in 2.5 days");
+        ids.insert(a.event_id.clone());
+        msgs.push((
+            alerts_topic.clone(),
+            s.into_bytes(),
+            codec::encode(&a).unwrap(),
+            None,
+        ));
+    }
+    // Garbage on the alerts topic is still dead-lettered...
+    msgs.push((
+        alerts_topic.clone(),
+        b"k".to_vec(),
+        b"not avro".to_vec(),
+        None,
+    ));
+    // ...and an unsigned record on a connector topic still is too.
+    let status = codec::encode(&samples::device_status(&serial(9))).unwrap();
+    msgs.push((status_topic.clone(), b"k".to_vec(), status, None));
+    h.produce(msgs).await;
+
+    let config = ProcessorConfig {
+        include_alerts: true,
+        ..h.config()
+    };
+    let (shutdown, stats, handle) = start(config);
+    wait_for("alert rows and dead letters", || {
+        stats.rows_written.load(Ordering::Relaxed) >= 5
+            && stats.dead_lettered.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    shutdown.cancel();
+    handle.await.expect("join").expect("processor run");
+    assert_eq!(stats.rows_written.load(Ordering::Relaxed), 5);
+
+    let dlq = read_dlq(&h.kafka, 2);
+    let classes: BTreeMap<String, String> = dlq
+        .iter()
+        .map(|(hd, _, _)| {
+            (
+                hd[dlq_headers::ORIGINAL_TOPIC].clone(),
+                hd[dlq_headers::ERROR_CLASS].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(classes[&alerts_topic], "not_avro");
+    assert_eq!(classes[&status_topic], "missing_signature");
+
+    let table = RecordType::MaintenanceAlert.name();
+    let (rows, texts) = lake_rows(h.lake.path(), table);
+    let got: BTreeSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(got, ids);
+    for t in &texts {
+        assert!(!t.contains("RAWSERIAL"), "raw serial in the lake: {t}");
+    }
+    let files = parquet_files(&h.lake.path().join(table));
+    let batch = &read_batches(&files[0])[0];
+    let schema = batch.schema();
+    assert!(schema.column_with_name("message").is_none());
+    assert!(schema.column_with_name("alert_key_key_id").is_some());
+    let keys = strings(batch.column_by_name("alert_key").unwrap());
+    assert!(keys.iter().flatten().all(|k| k.len() == 32), "{keys:?}");
+    // The raw bytes of the files do not hold it either (metadata, stats).
+    for f in files {
+        let raw = std::fs::read(f).unwrap();
+        assert!(!raw.windows(9).any(|w| w == b"RAWSERIAL"));
+    }
     drop(h.cluster);
 }

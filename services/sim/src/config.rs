@@ -66,6 +66,10 @@ pub struct SimConfig {
     /// Also serve IPP Get-Printer-Attributes (from the same MIB): printer
     /// `i` on TCP `ipp_base_port + i`, `0` for ephemeral ports; off when unset.
     pub ipp_base_port: Option<u16>,
+    /// Serve SNMP (default). `false` models printers with SNMP switched
+    /// off (as many IPP Everywhere / AirPrint devices ship): no UDP port is
+    /// bound, so only IPP answers; needs `ipp_base_port`.
+    pub snmp: bool,
     // --- 3D printers over HTTPS (see crate::https3d) ---
     /// Number of simulated industrial 3D printers (JSON device API over
     /// HTTPS); none by default.
@@ -100,6 +104,7 @@ impl Default for SimConfig {
             max_response_bytes: 1472,
             malformed_log_interval: Duration::from_secs(60),
             ipp_base_port: None,
+            snmp: true,
             printers_3d: 0,
             https_base_port: 18443,
             tls_cert_out: None,
@@ -139,6 +144,12 @@ impl Validate for SimConfig {
                     "https_base_port {} + printers_3d {} exceeds the TCP port range (65535)",
                     self.https_base_port, self.printers_3d
                 ),
+            ));
+        }
+        if !self.snmp && self.printers > 0 && self.ipp_base_port.is_none() {
+            return Err(contradiction(
+                "snmp",
+                "printers without SNMP need ipp_base_port (else nothing answers)",
             ));
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {

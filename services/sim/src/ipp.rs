@@ -567,5 +567,31 @@ mod tests {
         };
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("ipp_base_port"), "{e}");
+
+        // SNMP off: IPP answers, nothing listens on the SNMP port.
+        let shutdown = Shutdown::new();
+        let cfg = crate::SimConfig {
+            printers: 1,
+            base_port: 0,
+            ipp_base_port: Some(0),
+            snmp: false,
+            silence_probability: 0.0,
+            ..crate::SimConfig::default()
+        };
+        let fleet = crate::start(cfg, shutdown.clone()).await.unwrap();
+        let p = &fleet.printers()[0];
+        let resp = post(p.ipp_addr.expect("IPP enabled"), &req).await;
+        assert!(resp.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert_eq!(p.addr.port(), 0, "no SNMP port bound");
+        shutdown.cancel();
+        fleet.join().await;
+        let e = crate::SimConfig {
+            snmp: false,
+            ..crate::SimConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("snmp"), "{e}");
     }
 }

@@ -96,7 +96,8 @@ impl SimError {
 /// One running simulated printer, as a poller needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimPrinter {
-    /// Where its agent listens.
+    /// Where its SNMP agent listens (with `snmp = false`: where it would;
+    /// nothing answers there).
     pub addr: SocketAddr,
     /// Community it answers to.
     pub community: String,
@@ -185,9 +186,14 @@ pub async fn start(config: SimConfig, shutdown: Shutdown) -> Result<Fleet, SimEr
             addr,
             source,
         };
+        if !config.snmp {
+            // SNMP off: nothing listens; `addr` is where it would.
+            sockets.push((None, addr));
+            continue;
+        }
         let socket = UdpSocket::bind(addr).await.map_err(bind_err)?;
         let local = socket.local_addr().map_err(bind_err)?;
-        sockets.push((socket, local));
+        sockets.push((Some(socket), local));
     }
     // IPP responders (optional): bound before anything starts, like the UDP ports.
     let mut ipp_listeners = Vec::new();
@@ -262,12 +268,14 @@ pub async fn start(config: SimConfig, shutdown: Shutdown) -> Result<Fleet, SimEr
             ipp_addr,
         });
         tracing::debug!(index, %addr, serial = %printer.profile.serial, "simulated printer bound");
-        let agent = Agent::new(index, printer, settings.clone());
-        tasks.push(tokio::spawn(agent.serve(
-            socket,
-            clock.clone(),
-            shutdown.clone(),
-        )));
+        if let Some(socket) = socket {
+            let agent = Agent::new(index, printer, settings.clone());
+            tasks.push(tokio::spawn(agent.serve(
+                socket,
+                clock.clone(),
+                shutdown.clone(),
+            )));
+        }
     }
     let mut printers_3d = Vec::with_capacity(https_listeners.len());
     if let Some(tls) = &tls {

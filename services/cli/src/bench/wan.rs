@@ -33,13 +33,22 @@ pub(crate) const PRINTERS: usize = 13;
 pub(crate) const CYCLE: Duration = Duration::from_secs(3 * 3600);
 /// Partitions per topic, as `fleetpulse topics create` makes them.
 const PARTITIONS: i32 = 4;
-/// librdkafka's default `topic.metadata.refresh.interval.ms` (used when the
-/// edge's default `kafka.properties` do not set it).
+/// librdkafka's default `topic.metadata.refresh.interval.ms` (used when
+/// neither `kafka.properties` nor the edge's producer defaults set it).
 const METADATA_REFRESH_MS: f64 = 300_000.0;
 /// The librdkafka property scaled with the schedule.
 const METADATA_REFRESH_KEY: &str = "topic.metadata.refresh.interval.ms";
 /// Top-level keys whose durations are not part of the schedule.
-const NOT_SCHEDULE: &[&str] = &["snmp", "ipp", "kafka", "shutdown_grace", "devices"];
+const NOT_SCHEDULE: &[&str] = &[
+    "snmp",
+    "ipp",
+    "https3d",
+    "kafka",
+    "shutdown_grace",
+    "devices",
+    "buffer",
+    "discovery",
+];
 
 /// A schedule duration and what it became in the compressed run.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,7 +170,7 @@ fn edge_config(
     cfg.metrics_addr = None;
     // Each edge needs its own buffer directory (it is locked), fresh per run.
     cfg.buffer.dir = bench_dir(connector);
-    // The edge's default properties, with the metadata refresh compressed.
+    // The edge's producer defaults apply; only the metadata refresh is compressed.
     let mut properties: BTreeMap<String, String> = base.kafka.properties.clone();
     properties.insert(METADATA_REFRESH_KEY.to_string(), refresh_ms.to_string());
     for (k, v) in extra {
@@ -171,6 +180,7 @@ fn edge_config(
         brokers: relay.bootstrap(),
         topic_prefix: prefix.into(),
         properties: properties.into_iter().collect(),
+        ..Default::default()
     };
     cfg
 }
@@ -241,6 +251,13 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         .kafka
         .properties
         .get(METADATA_REFRESH_KEY)
+        .map(String::as_str)
+        .or_else(|| {
+            fleetpulse_edge::publish::WAN_DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == METADATA_REFRESH_KEY)
+                .map(|(_, v)| *v)
+        })
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(METADATA_REFRESH_MS);
     let refresh_ms = (refresh_default / speedup).round().max(1000.0) as u64;

@@ -11,10 +11,14 @@
 //!   broker acknowledged it ([`Buffer::ack`]).
 //! - **Append-only segments with checksums** ([`segment`] documents the
 //!   frame). Appends never rewrite bytes that were reported stored, so a
-//!   power loss can only damage the frame being written: the tail. On
-//!   [`Buffer::open`] every frame is verified; the first bad one and
-//!   everything after it in that file is the torn tail, which is cut
+//!   power loss can only damage the frame being written: the tail of the
+//!   last segment (a segment is fsynced before the next is created). On
+//!   [`Buffer::open`] every frame is verified. In the last segment the
+//!   first bad frame and everything after it is the torn tail, which is cut
 //!   (truncated) and reported (`fleetpulse_edge_buffer_torn_tails_total`).
+//!   A bad frame in a sealed segment is bit rot: it is skipped, the scan
+//!   resumes at the next valid frame, the file is left as it is, and the
+//!   loss is reported (`fleetpulse_edge_buffer_corrupt_skipped_total`).
 //!   Garbage files never panic the connector: a crash loop on a damaged
 //!   disk would lose more than the damaged bytes.
 //! - **What "stored" means** depends on [`FsyncPolicy`]. With `batch` (the
@@ -293,6 +297,8 @@ pub struct BufferStats {
     pub replayed: u64,
     /// Torn or corrupt tails cut at open.
     pub torn_tails_cut: u64,
+    /// Damaged frames skipped (not cut) in sealed segments at open.
+    pub corrupt_frames_skipped: u64,
     /// The acknowledgement cursor (every record below it is acknowledged or evicted).
     pub cursor: u64,
 }
@@ -355,6 +361,8 @@ struct Inner {
     devices: HashMap<Vec<u8>, u32>,
     newest: HashMap<(u32, Class), u64>,
     written_gen: u64,
+    /// Directory fsyncs done (segment created, renamed or deleted).
+    dir_syncs: u64,
     stats: BufferStats,
 }
 
@@ -469,6 +477,21 @@ fn torn_tail_cut(path: &Path, at: u64, cut: u64, reason: &str) {
     metrics::counter!("fleetpulse_edge_buffer_torn_tails_total").increment(1);
 }
 
+fn corrupt_skipped(path: &Path, region: &segment::Skipped) {
+    tracing::error!(
+        segment = %path.display(),
+        at = region.offset,
+        skipped_bytes = region.len,
+        skipped_frames = region.frames,
+        reason = region.reason,
+        "buffer: damaged frames in a sealed segment skipped (disk corruption); the records after them are kept"
+    );
+    metrics::counter!("fleetpulse_edge_buffer_corrupt_skipped_total", "unit" => "bytes")
+        .increment(region.len);
+    metrics::counter!("fleetpulse_edge_buffer_corrupt_skipped_total", "unit" => "frames")
+        .increment(region.frames);
+}
+
 fn stray_file(path: &Path) {
     tracing::warn!(file = %path.display(), "buffer: ignoring a file that is not a segment");
     metrics::counter!("fleetpulse_edge_buffer_stray_files_total").increment(1);
@@ -500,6 +523,7 @@ fn buffer_opened(dir: &Path, s: &BufferStats) {
         bytes = s.disk_bytes,
         cursor = s.cursor,
         torn_tails_cut = s.torn_tails_cut,
+        corrupt_frames_skipped = s.corrupt_frames_skipped,
         "buffer opened"
     );
     metrics::counter!("fleetpulse_edge_buffer_opens_total").increment(1);
@@ -547,12 +571,22 @@ impl Buffer {
             devices: HashMap::new(),
             newest: HashMap::new(),
             written_gen: 0,
+            dir_syncs: 0,
             stats: BufferStats::default(),
         };
         let mut last_seq: Option<u64> = None;
+        let last_id = ids.last().copied();
         for id in ids {
             let path = dir.join(segment::file_name(id));
-            let scan = segment::scan(&path, id, last_seq).map_err(io_err("read segment", &dir))?;
+            let sealed = Some(id) != last_id;
+            let scan =
+                segment::scan(&path, id, last_seq, sealed).map_err(io_err("read segment", &dir))?;
+            let mut skipped_bytes = 0;
+            for region in &scan.skipped {
+                corrupt_skipped(&path, region);
+                inner.stats.corrupt_frames_skipped += region.frames;
+                skipped_bytes += region.len;
+            }
             if let Some(reason) = scan.tail {
                 let cut = scan.file_len - scan.valid_len;
                 let f = OpenOptions::new()
@@ -582,7 +616,8 @@ impl Buffer {
                 file: Arc::new(file),
                 size: scan.valid_len,
                 live: 0,
-                dead_bytes: 0,
+                // Damaged bytes are reclaimed like dead frames (compaction).
+                dead_bytes: skipped_bytes,
             };
             for f in scan.frames {
                 last_seq = Some(f.record.seq);
@@ -884,6 +919,12 @@ impl Buffer {
         self.lock().snapshot()
     }
 
+    /// Directory fsyncs done since open (tests).
+    #[cfg(test)]
+    fn dir_syncs(&self) -> u64 {
+        self.lock().dir_syncs
+    }
+
     /// Last time the broker acknowledged a record from this buffer.
     pub fn last_upload_at(&self) -> Option<i64> {
         Some(self.last_upload_at.load(Ordering::Relaxed)).filter(|v| *v > 0)
@@ -1007,6 +1048,15 @@ impl Inner {
         }
     }
 
+    /// Fsync the buffer directory, so that segment files created, renamed
+    /// or deleted stay so after a power loss (whatever the [`FsyncPolicy`]:
+    /// fsyncing a file's data does not make its directory entry durable).
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        sync_dir(dir)?;
+        self.dir_syncs += 1;
+        Ok(())
+    }
+
     /// Delete sealed segments that hold nothing alive.
     fn release_segments(&mut self, dir: &Path) {
         let empty: Vec<u64> = self
@@ -1015,10 +1065,12 @@ impl Inner {
             .filter(|(id, s)| s.live == 0 && Some(**id) != self.active)
             .map(|(id, _)| *id)
             .collect();
+        let mut deleted = false;
         for id in empty {
             let path = dir.join(segment::file_name(id));
             match fs::remove_file(&path) {
                 Ok(()) => {
+                    deleted = true;
                     if let Some(s) = self.segments.remove(&id) {
                         self.disk_bytes -= s.size;
                     }
@@ -1026,6 +1078,13 @@ impl Inner {
                 Err(e) => {
                     tracing::warn!(segment = %path.display(), error = %e, "buffer: cannot delete a finished segment");
                 }
+            }
+        }
+        if deleted {
+            // Best effort: the next cursor checkpoint fsyncs the directory
+            // again before the cursor moves past these records on disk.
+            if let Err(e) = self.sync_dir(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "buffer: cannot fsync the directory after deleting segments");
             }
         }
     }
@@ -1057,9 +1116,10 @@ impl Inner {
             .create(true)
             .truncate(true)
             .open(&path)?;
-        if config.fsync == FsyncPolicy::Batch {
-            sync_dir(&config.dir)?;
-        }
+        // Always, not only under `batch`: under `interval` the periodic
+        // fsync syncs the segment's data, never its directory entry, so
+        // without this a power loss could lose the whole new file.
+        self.sync_dir(&config.dir)?;
         self.segments.insert(
             seq,
             Segment {
@@ -1144,7 +1204,7 @@ impl Inner {
             let size = seg.size;
             self.segments.remove(&id);
             self.disk_bytes -= size;
-            return Ok(());
+            return self.sync_dir(dir);
         }
         let end = self
             .segments
@@ -1172,7 +1232,7 @@ impl Inner {
             f.sync_data()?;
         }
         fs::rename(&tmp, &path)?;
-        sync_dir(dir)?;
+        self.sync_dir(dir)?;
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         for (i, offset) in moves {
             self.entries[i].offset = offset;
@@ -1232,9 +1292,10 @@ pub fn inspect(dir: &Path) -> io::Result<Inspection> {
     }
     ids.sort_unstable();
     let mut last = None;
+    let last_id = ids.last().copied();
     for id in ids {
         let path = dir.join(segment::file_name(id));
-        let scan = match segment::scan(&path, id, last) {
+        let scan = match segment::scan(&path, id, last, Some(id) != last_id) {
             Ok(s) => s,
             // Deleted between listing and reading: it was fully acknowledged.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

@@ -14,10 +14,16 @@
 //! all little-endian. The length comes before the checksum so a reader knows
 //! how much to checksum; the magic catches a length field that is itself
 //! garbage. A power loss can leave a frame half written (or written with
-//! zeros, on some file systems): the scan stops at the first frame whose
-//! magic, length, checksum, body or sequence number is wrong, and everything
-//! from there on is the torn tail. Nothing in a file is trusted: every length
-//! is bounds-checked, so a garbage file yields an error value, not a panic.
+//! zeros, on some file systems), but only in the segment being appended to
+//! (the last one): a segment is fsynced before the next one is created. So
+//! the scan of the last segment stops at the first frame whose magic,
+//! length, checksum, body or sequence number is wrong, and everything from
+//! there on is the torn tail. A bad frame in a sealed (older) segment is bit
+//! rot, not a torn write: the scan skips to the next offset where a frame
+//! with valid magic, length and checksum starts and goes on, so one damaged
+//! frame costs that frame, not the rest of the file. Nothing in a file is
+//! trusted: every length is bounds-checked, so a garbage file yields an
+//! error value, not a panic.
 
 use std::fs::File;
 use std::io::Read;
@@ -244,36 +250,69 @@ pub(crate) struct Scanned {
     pub(crate) len: u32,
 }
 
+/// A damaged region a scan of a sealed segment skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Skipped {
+    /// Where it starts in the file.
+    pub(crate) offset: u64,
+    /// Its length in bytes.
+    pub(crate) len: u64,
+    /// Frame starts (magic) in it: the records lost, as far as can be told (at least 1).
+    pub(crate) frames: u64,
+    /// What was wrong with its first frame.
+    pub(crate) reason: &'static str,
+}
+
 /// What a scan of one segment file found.
 #[derive(Debug)]
 pub(crate) struct Scan {
     /// Valid frames, in file order (sequence numbers strictly increasing).
     pub(crate) frames: Vec<Scanned>,
-    /// Bytes covered by valid frames: where the torn tail, if any, starts.
+    /// Last segment: bytes covered by valid frames, where the torn tail, if
+    /// any, starts. Sealed segment: the file's length (nothing is cut).
     pub(crate) valid_len: u64,
     /// The file's length.
     pub(crate) file_len: u64,
-    /// Why the scan stopped before the end of the file.
+    /// Last segment: why the scan stopped before the end of the file.
+    /// Always `None` for a sealed segment (see `skipped`).
     pub(crate) tail: Option<&'static str>,
+    /// Sealed segment: damaged regions skipped over, in file order.
+    pub(crate) skipped: Vec<Skipped>,
 }
 
 /// Read a segment and validate every frame. `first_seq` is the sequence
 /// number in the file name; `after` the last sequence number of the
 /// previous segment. Frames must carry increasing numbers at or above both.
-pub(crate) fn scan(path: &Path, first_seq: u64, after: Option<u64>) -> std::io::Result<Scan> {
+/// `sealed`: the segment is not the last one, so a bad frame is skipped
+/// (resynchronising on the next valid frame) instead of ending the scan.
+pub(crate) fn scan(
+    path: &Path,
+    first_seq: u64,
+    after: Option<u64>,
+    sealed: bool,
+) -> std::io::Result<Scan> {
     let mut buf = Vec::new();
     File::open(path)?.read_to_end(&mut buf)?;
+    Ok(scan_bytes(&buf, first_seq, after, sealed))
+}
+
+fn scan_bytes(buf: &[u8], first_seq: u64, after: Option<u64>, sealed: bool) -> Scan {
     let file_len = buf.len() as u64;
     let mut frames = Vec::new();
+    let mut skipped = Vec::new();
     let mut pos = 0usize;
+    let mut valid_len = 0usize;
     let mut last = after;
     let mut tail = None;
+    // Start and reason of the damaged region being skipped (sealed only).
+    let mut bad: Option<(usize, &'static str)> = None;
     while pos < buf.len() {
-        match decode_frame(&buf[pos..]) {
-            Frame::Ok(record, len) => {
-                if record.seq < first_seq || last.is_some_and(|l| record.seq <= l) {
-                    tail = Some("sequence number out of order");
-                    break;
+        let why = match decode_frame(&buf[pos..]) {
+            Frame::Ok(record, len)
+                if record.seq >= first_seq && last.is_none_or(|l| record.seq > l) =>
+            {
+                if let Some((start, reason)) = bad.take() {
+                    skipped.push(skipped_region(buf, start, pos, reason));
                 }
                 last = Some(record.seq);
                 frames.push(Scanned {
@@ -282,23 +321,53 @@ pub(crate) fn scan(path: &Path, first_seq: u64, after: Option<u64>) -> std::io::
                     len: len as u32,
                 });
                 pos += len;
+                valid_len = pos;
+                continue;
             }
-            Frame::Truncated => {
-                tail = Some("frame cut short");
-                break;
-            }
-            Frame::Corrupt(why) => {
-                tail = Some(why);
-                break;
+            Frame::Ok(..) => "sequence number out of order",
+            Frame::Truncated => "frame cut short",
+            Frame::Corrupt(why) => why,
+        };
+        if !sealed {
+            tail = Some(why);
+            break;
+        }
+        bad.get_or_insert((pos, why));
+        // Resynchronise: the next candidate frame start.
+        match find_magic(&buf[pos + 1..]) {
+            Some(i) => pos += 1 + i,
+            None => {
+                pos = buf.len();
             }
         }
     }
-    Ok(Scan {
+    if let Some((start, reason)) = bad.take() {
+        skipped.push(skipped_region(buf, start, buf.len(), reason));
+    }
+    Scan {
         frames,
-        valid_len: pos as u64,
+        valid_len: if sealed { file_len } else { valid_len as u64 },
         file_len,
         tail,
-    })
+        skipped,
+    }
+}
+
+fn find_magic(buf: &[u8]) -> Option<usize> {
+    let magic = MAGIC.to_le_bytes();
+    buf.windows(magic.len()).position(|w| w == magic)
+}
+
+fn skipped_region(buf: &[u8], start: usize, end: usize, reason: &'static str) -> Skipped {
+    let region = buf.get(start..end).unwrap_or_default();
+    let magic = MAGIC.to_le_bytes();
+    let frames = region.windows(magic.len()).filter(|w| *w == magic).count() as u64;
+    Skipped {
+        offset: start as u64,
+        len: (end - start) as u64,
+        frames: frames.max(1),
+        reason,
+    }
 }
 
 /// File name of the segment starting at `seq`.

@@ -15,7 +15,17 @@
 //!   address keeps its identity and history; the poller moves to the new
 //!   address. On restart the stored devices are polled at once, before the
 //!   first sweep finishes.
-//! - **IPP.** [`probe::probe_ipp`] is the hook for IPP-only devices.
+//! - **IPP too.** An address where SNMP is silent gets Get-Printer-Attributes
+//!   on `ipp://<ip>:<ipp_port>/ipp/print` (then `/ipp` after a client
+//!   error; at most two requests), under the same rate limit and
+//!   concurrency. A host answering with printer attributes is an IPP device
+//!   (`protocol = ipp`, its `ipp_url`), keyed like the IPP driver keys it
+//!   (`printer-device-id` serial, else `printer-uuid`). SNMP is preferred:
+//!   IPP is only asked when SNMP is silent, an IPP find never replaces a
+//!   printer SNMP found in the same sweep, and a printer stored as IPP
+//!   turns back into an SNMP device at the first sweep where its SNMP
+//!   answers (SNMP gives counters, trays and alerts IPP does not).
+//!   `ipp_port = 0` turns IPP probing off.
 
 mod probe;
 mod store;
@@ -40,7 +50,7 @@ use crate::snmp::{
     SnmpOptions, SnmpVersion,
 };
 
-pub use probe::ProbeOutcome;
+pub use probe::{ProbeOutcome, IPP_CREDENTIALS};
 pub use store::{DeviceStore, KnownDevice, Upsert};
 pub use targets::{TargetRange, MAX_TARGET_ADDRESSES};
 
@@ -67,6 +77,9 @@ pub struct DiscoveryConfig {
     pub state_file: PathBuf,
     /// UDP port probed (and polled) on every target address.
     pub port: u16,
+    /// TCP port of the IPP probe (`ipp://<ip>:<ipp_port>/ipp/print`) for
+    /// addresses where SNMP is silent; `0` turns IPP probing off.
+    pub ipp_port: u16,
     /// Credentials per range, tried in order for addresses inside `range`;
     /// addresses no entry covers are probed with v2c community `public`.
     pub credentials: Vec<CredentialRange>,
@@ -81,6 +94,7 @@ impl Default for DiscoveryConfig {
             probes_per_second: 50,
             state_file: PathBuf::from("./fleetpulse-data/edge-devices.json"),
             port: crate::snmp::DEFAULT_PORT,
+            ipp_port: crate::ipp::DEFAULT_PORT,
             credentials: Vec::new(),
         }
     }
@@ -234,6 +248,8 @@ pub struct Discovery {
     credentials: Vec<(TargetRange, Candidate)>,
     default_credentials: Candidate,
     opts: SnmpOptions,
+    /// IPP probe options (timeout from the SNMP probe's, at least 2 s).
+    ipp: crate::ipp::IppOptions,
     store: DeviceStore,
     logged_skips: HashSet<Ipv4Addr>,
 }
@@ -286,6 +302,10 @@ impl Discovery {
             ranges,
             credentials,
             default_credentials,
+            ipp: crate::ipp::IppOptions {
+                timeout: opts.timeout.max(Duration::from_secs(2)),
+                ..crate::ipp::IppOptions::default()
+            },
             opts,
             logged_skips: HashSet::new(),
         })
@@ -304,7 +324,7 @@ impl Discovery {
             .filter_map(|d| {
                 Some(Discovered {
                     serial: d.serial.clone(),
-                    target: self.target_for(&d.address, &d.credentials)?,
+                    target: self.target_for(&d.address, &d.credentials, d.ipp_url.as_deref())?,
                 })
             })
             .collect()
@@ -313,7 +333,19 @@ impl Discovery {
     /// A poll target for `address` with the credentials named `reference`;
     /// falls back to the first entry covering the address when the
     /// reference no longer exists (configuration changed).
-    fn target_for(&self, address: &str, reference: &str) -> Option<DeviceTarget> {
+    fn target_for(
+        &self,
+        address: &str,
+        reference: &str,
+        ipp_url: Option<&str>,
+    ) -> Option<DeviceTarget> {
+        if let Some(url) = ipp_url {
+            return Some(DeviceTarget {
+                protocol: crate::config::Protocol::Ipp,
+                ipp_url: Some(url.to_string()),
+                ..DeviceTarget::new(address, "public")
+            });
+        }
         let creds = if reference == DEFAULT_CREDENTIALS {
             Some(SnmpCredentials {
                 community: "public".into(),
@@ -384,10 +416,12 @@ impl Discovery {
             let candidates = self.candidates(ip);
             let opts = self.opts.clone();
             let port = self.config.port;
+            let ipp_port = self.config.ipp_port;
+            let ipp = self.ipp.clone();
             probes.spawn(async move {
                 let mut outcome = probe::probe_snmp(ip, port, &candidates, &opts).await;
-                if outcome == ProbeOutcome::Silent {
-                    outcome = probe::probe_ipp(ip).await;
+                if outcome == ProbeOutcome::Silent && ipp_port != 0 {
+                    outcome = probe::probe_ipp(ip, ipp_port, &ipp).await;
                 }
                 drop(permit);
                 (ip, outcome)
@@ -395,15 +429,46 @@ impl Discovery {
             report.probed += 1;
         }
         let now = fleetpulse_core::now_millis();
+        let mut outcomes = Vec::new();
         while let Some(joined) = probes.join_next().await {
-            let Ok((ip, outcome)) = joined else { continue };
+            let Ok(o) = joined else { continue };
+            outcomes.push(o);
+        }
+        // SNMP finds first: an IPP find never replaces one (SNMP preferred).
+        outcomes.sort_by_key(|(ip, o)| {
+            (
+                matches!(
+                    o,
+                    ProbeOutcome::Printer {
+                        ipp_url: Some(_),
+                        ..
+                    }
+                ),
+                *ip,
+            )
+        });
+        let mut found_over_snmp: HashSet<String> = HashSet::new();
+        for (ip, outcome) in outcomes {
             match outcome {
                 ProbeOutcome::Printer {
                     serial,
                     address,
                     credentials,
+                    ipp_url,
                 } => {
-                    match self.store.upsert(&serial, &address, &credentials, now) {
+                    if ipp_url.is_none() {
+                        found_over_snmp.insert(serial.clone());
+                    } else if found_over_snmp.contains(&serial) {
+                        tracing::debug!(serial, %ip, "IPP printer already found over SNMP");
+                        continue;
+                    }
+                    match self.store.upsert(
+                        &serial,
+                        &address,
+                        &credentials,
+                        ipp_url.as_deref(),
+                        now,
+                    ) {
                         Upsert::New => {
                             printer_found(&serial, &address);
                             report.new.push(serial.clone());
@@ -414,7 +479,9 @@ impl Discovery {
                         }
                         Upsert::Seen => {}
                     }
-                    if let Some(target) = self.target_for(&address, &credentials) {
+                    if let Some(target) =
+                        self.target_for(&address, &credentials, ipp_url.as_deref())
+                    {
                         report.printers.push(Discovered { serial, target });
                     }
                 }

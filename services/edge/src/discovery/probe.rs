@@ -1,7 +1,9 @@
-//! Probing one address: is there an SNMP agent, and is it a printer?
+//! Probing one address: is there an SNMP agent (else an IPP service), and is it a printer?
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use crate::ipp::codec::tag;
+use crate::ipp::{IppError, IppOptions, IppTarget};
 use crate::mapping::{self, oids, DeviceIdSource, MibData};
 use crate::snmp::{oid, Security, SnmpClient, SnmpError, SnmpOptions, SnmpSession};
 
@@ -20,8 +22,10 @@ pub enum ProbeOutcome {
         serial: String,
         /// `ip:port` it answered at.
         address: String,
-        /// Which credentials answered.
+        /// Which credentials answered (IPP: [`IPP_CREDENTIALS`]).
         credentials: String,
+        /// Found over IPP: the `ipp://` URL that answered (None: SNMP).
+        ipp_url: Option<String>,
     },
     /// Something answered but it is not a printer we can poll.
     Skipped {
@@ -111,15 +115,71 @@ async fn probe_one(
         serial: identity.device_id,
         address: peer.to_string(),
         credentials: c.reference.clone(),
+        ipp_url: None,
     })
 }
 
-/// Hook for IPP discovery (`ipp://host:631/ipp/print`, Get-Printer-Attributes).
+/// The `credentials` of a printer found over IPP (it needs none).
+pub const IPP_CREDENTIALS: &str = "ipp";
+
+/// Resource paths tried, in order: IPP Everywhere's `/ipp/print`, then
+/// `/ipp` (older HP, Brother, Canon firmware) only when the first gives a
+/// client error (HTTP 4xx or IPP `client-error-*`). At most two requests
+/// per host.
+pub(crate) const IPP_PATHS: &[&str] = &["/ipp/print", "/ipp"];
+
+/// Whether a failed Get-Printer-Attributes says "wrong resource" (try the next path).
+fn client_error(e: &IppError) -> bool {
+    match e {
+        IppError::HttpStatus { status, .. } => (400..500).contains(status),
+        IppError::Status { code, .. } => (0x0400..0x0500).contains(code),
+        _ => false,
+    }
+}
+
+/// Probe `ip:port` over IPP: Get-Printer-Attributes on [`IPP_PATHS`].
 ///
-/// Not implemented here: the IPP client lives in its own module (built
-/// separately). When it lands, call it from [`super::Discovery::probe`] for
-/// addresses where SNMP is [`ProbeOutcome::Silent`], and map
-/// `printer-device-id`/`printer-uuid` to the identity.
-pub(crate) async fn probe_ipp(_ip: Ipv4Addr) -> ProbeOutcome {
-    ProbeOutcome::Silent
+/// Called for addresses where SNMP was [`ProbeOutcome::Silent`]. A host
+/// that answers with printer attributes is a printer, identified like the
+/// IPP driver does (`printer-device-id` serial, else `printer-uuid`, else
+/// `addr:<ip>`, see [`crate::ipp::map`]); a refused or silent port is
+/// Silent; any other answer is Skipped with its reason.
+pub(crate) async fn probe_ipp(ip: Ipv4Addr, port: u16, opts: &IppOptions) -> ProbeOutcome {
+    let mut last = String::new();
+    for path in IPP_PATHS {
+        let url = format!("ipp://{ip}:{port}{path}");
+        let Ok(target) = IppTarget::parse(&url) else {
+            return ProbeOutcome::Silent;
+        };
+        match crate::ipp::get_printer_attributes(&target, opts).await {
+            Ok((msg, _peer)) => {
+                let printer_attributes = msg
+                    .groups
+                    .iter()
+                    .any(|g| g.tag == tag::PRINTER && !g.attributes.is_empty());
+                if !printer_attributes {
+                    return ProbeOutcome::Skipped {
+                        reason: "IPP answer without printer attributes".into(),
+                    };
+                }
+                let snapshot = crate::ipp::map::snapshot(&url, &ip.to_string(), 0, 0, &msg);
+                return ProbeOutcome::Printer {
+                    serial: snapshot.identity.device_id,
+                    address: SocketAddr::from((ip, port)).to_string(),
+                    credentials: IPP_CREDENTIALS.into(),
+                    ipp_url: Some(url),
+                };
+            }
+            Err(e) if e.is_silence() => return ProbeOutcome::Silent,
+            Err(e) if client_error(&e) => last = e.class().to_string(),
+            Err(e) => {
+                return ProbeOutcome::Skipped {
+                    reason: format!("IPP peer misbehaves ({})", e.class()),
+                }
+            }
+        }
+    }
+    ProbeOutcome::Skipped {
+        reason: format!("no IPP printer at {} ({last})", IPP_PATHS.join(" or ")),
+    }
 }

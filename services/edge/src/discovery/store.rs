@@ -15,8 +15,15 @@ pub struct KnownDevice {
     pub serial: String,
     /// Last address it answered at, `ip:port`.
     pub address: String,
-    /// Which credentials answered: `discovery.credentials[N]` or `default`.
+    /// Which credentials answered: `discovery.credentials[N]`, `default`,
+    /// or `ipp` for a printer found over IPP.
     pub credentials: String,
+    /// `ipp` when found over IPP only (SNMP silent), else `snmp`.
+    #[serde(default)]
+    pub protocol: crate::config::Protocol,
+    /// With `protocol = ipp`: the `ipp://ip:port/path` that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipp_url: Option<String>,
     /// When first found, ms since the epoch.
     pub first_seen: i64,
     /// When last found, ms since the epoch.
@@ -101,11 +108,25 @@ impl DeviceStore {
         self.devices.iter().find(|d| d.serial == serial)
     }
 
-    /// Record that `serial` answered at `address` with `credentials` at `now`.
-    pub fn upsert(&mut self, serial: &str, address: &str, credentials: &str, now: i64) -> Upsert {
+    /// Record that `serial` answered at `address` with `credentials` at
+    /// `now`, over SNMP (`ipp_url` None) or over IPP at `ipp_url`.
+    pub fn upsert(
+        &mut self,
+        serial: &str,
+        address: &str,
+        credentials: &str,
+        ipp_url: Option<&str>,
+        now: i64,
+    ) -> Upsert {
+        let protocol = match ipp_url {
+            Some(_) => crate::config::Protocol::Ipp,
+            None => crate::config::Protocol::Snmp,
+        };
         if let Some(d) = self.devices.iter_mut().find(|d| d.serial == serial) {
             d.last_seen = now;
             d.credentials = credentials.to_string();
+            d.protocol = protocol;
+            d.ipp_url = ipp_url.map(str::to_string);
             if d.address != address {
                 let old = std::mem::replace(&mut d.address, address.to_string());
                 return Upsert::Moved(old);
@@ -116,6 +137,8 @@ impl DeviceStore {
             serial: serial.to_string(),
             address: address.to_string(),
             credentials: credentials.to_string(),
+            protocol,
+            ipp_url: ipp_url.map(str::to_string),
             first_seen: now,
             last_seen: now,
         });
@@ -133,10 +156,16 @@ mod tests {
         let path = dir.path().join("sub/edge-devices.json");
         assert_eq!(DeviceStore::load(&path), DeviceStore::default());
         let mut s = DeviceStore::default();
-        assert_eq!(s.upsert("SN1", "10.0.0.1:161", "default", 1), Upsert::New);
-        assert_eq!(s.upsert("SN1", "10.0.0.1:161", "default", 2), Upsert::Seen);
         assert_eq!(
-            s.upsert("SN1", "10.0.0.9:161", "default", 3),
+            s.upsert("SN1", "10.0.0.1:161", "default", None, 1),
+            Upsert::New
+        );
+        assert_eq!(
+            s.upsert("SN1", "10.0.0.1:161", "default", None, 2),
+            Upsert::Seen
+        );
+        assert_eq!(
+            s.upsert("SN1", "10.0.0.9:161", "default", None, 3),
             Upsert::Moved("10.0.0.1:161".into())
         );
         s.save(&path).unwrap();
@@ -150,6 +179,12 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "temporary file renamed away");
+        // Files written before IPP discovery (no protocol/ipp_url) still load.
+        let old = r#"{"version":1,"devices":[{"serial":"S","address":"10.0.0.2:161","credentials":"default","first_seen":1,"last_seen":2}]}"#;
+        std::fs::write(&path, old).unwrap();
+        let loaded = DeviceStore::load(&path);
+        assert_eq!(loaded.devices[0].protocol, crate::config::Protocol::Snmp);
+        assert_eq!(loaded.devices[0].ipp_url, None);
         std::fs::write(&path, b"{not json").unwrap();
         assert_eq!(DeviceStore::load(&path), DeviceStore::default());
         assert!(path.with_extension("json.corrupt").exists());

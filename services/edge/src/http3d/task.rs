@@ -22,7 +22,7 @@ use super::{map, poll_3d, url_of, Https3dClient, Https3dError, Https3dOptions, S
 use crate::buffer::Class;
 use crate::config::DeviceConfig;
 use crate::poller::{Shared, StoreError};
-use crate::publish;
+use crate::privacy;
 
 /// What `state_file` holds.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,14 +95,49 @@ fn load(path: &Path) -> BTreeMap<String, String> {
 
 async fn save(path: &Path, file: &CursorFile) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        tokio::fs::create_dir_all(dir).await?;
-    }
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Replace `path` with `bytes` so that after a crash or a power loss it
+/// holds the old or the new content, never a torn or empty file, and the
+/// new content stays once this returns: temp file, fsync, rename, fsync of
+/// the directory (which makes the rename durable).
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
     let mut tmp = PathBuf::from(path);
     tmp.set_extension("json.tmp");
-    tokio::fs::write(&tmp, &bytes).await?;
-    tokio::fs::rename(&tmp, path).await
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    synced("file");
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    synced("directory");
+    Ok(())
 }
+
+#[cfg(test)]
+thread_local! {
+    /// The fsyncs [`write_atomic`] did on this thread, in order (tests).
+    static SYNCS: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+fn synced(what: &'static str) {
+    SYNCS.with(|s| s.borrow_mut().push(what));
+}
+
+#[cfg(not(test))]
+fn synced(_: &'static str) {}
 
 fn state_not_saved(path: &Path, e: &std::io::Error) {
     tracing::warn!(path = %path.display(), error = %e, "3D job cursor not saved; a restart may publish some jobs again");
@@ -163,15 +198,16 @@ async fn store_poll(
 ) -> Result<Stored, StoreError> {
     let o = &shared.origin;
     let kafka = &shared.kafka;
+    let policy = &shared.privacy;
     let batch = uuid::Uuid::now_v7().to_string();
     let mut records = vec![
-        publish::stored(kafka, &map::heartbeat(o, s), &batch)?,
-        publish::stored(kafka, &map::status(o, s), &batch)?,
+        privacy::stored(kafka, policy, &map::heartbeat(o, s), &batch)?,
+        privacy::stored(kafka, policy, &map::status(o, s), &batch)?,
     ];
     let due = map::jobs_to_emit(&s.jobs, last);
     for j in &due {
         let record = map::job_record(o, &s.device.device_id, s.polled_at, j);
-        records.push(publish::stored(kafka, &record, &batch)?);
+        records.push(privacy::stored(kafka, policy, &record, &batch)?);
     }
     let outcome = crate::poller::store(&shared.buffer, records).await?;
     let jobs_rejected = outcome
@@ -192,6 +228,7 @@ async fn store_poll(
 pub(crate) async fn device_task(
     device: DeviceConfig,
     reachable: Arc<AtomicBool>,
+    progress: crate::watchdog::Progress,
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) {
@@ -223,6 +260,9 @@ pub(crate) async fn device_task(
                 Err(_) => return,
             },
         };
+        // Watchdog: busy from here until the records are stored.
+        let busy = progress.enter();
+        crate::watchdog::stall_point(&device.address).await;
         let started = Instant::now();
         let grace = async {
             shutdown.cancelled().await;
@@ -261,8 +301,35 @@ pub(crate) async fn device_task(
                 poll_failed(&device.address, &e);
             }
         }
+        drop(busy);
         if shutdown.is_cancelled() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod cursor_file_tests {
+    use super::*;
+
+    /// The cursor file is fsynced before the rename and its directory after,
+    /// and reads back.
+    #[test]
+    fn cursor_file_is_written_durably() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("state").join("jobs.json");
+        let file = CursorFile {
+            version: 1,
+            last_published_job: BTreeMap::from([("dev".to_string(), "job-7".to_string())]),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("json");
+        SYNCS.with(|s| s.borrow_mut().clear());
+        write_atomic(&path, &bytes).expect("write");
+        assert_eq!(SYNCS.with(|s| s.borrow().clone()), ["file", "directory"]);
+        assert_eq!(load(&path), file.last_published_job);
+        assert!(
+            !path.with_extension("json.tmp").exists(),
+            "temp file renamed"
+        );
     }
 }

@@ -118,8 +118,7 @@ async fn pinned_certificate_polls_the_simulator() {
         snap.jobs.get(1).map(|j| &j.job_id)
     );
 
-    // A wrong pin: a typed TLS error, at once.
-    let started = Instant::now();
+    // A wrong pin: a typed TLS error (refused, not timed out).
     let wrong = Https3dClient::new(&p.url, &pin(&"00".repeat(32))).unwrap();
     let e = poll_3d(&wrong, &opts(), |_| None).await.unwrap_err();
     assert!(
@@ -132,7 +131,6 @@ async fn pinned_certificate_polls_the_simulator() {
         ),
         "{e}"
     );
-    assert!(started.elapsed() < opts().timeout, "refused, not timed out");
     assert!(!e.is_retriable() && !e.is_silence());
     assert_eq!(e.class(), "https3d_tls_pin_mismatch");
     shutdown.cancel();
@@ -378,14 +376,13 @@ async fn hostile_servers_give_typed_errors() {
         timeout: Duration::from_millis(500),
         ..opts()
     };
-    let started = Instant::now();
-    let e = poll_hostile(Hostile::Slow, &quick).await;
+    // The typed Timeout proves the client's timeout fired; the outer guard
+    // only catches a hang.
+    let e = tokio::time::timeout(Duration::from_secs(30), poll_hostile(Hostile::Slow, &quick))
+        .await
+        .expect("bounded by the timeout, no hang");
     assert!(matches!(e, Https3dError::Timeout { .. }), "{e}");
     assert!(e.is_silence() && e.is_retriable());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "bounded by the timeout"
-    );
 
     let e = poll_hostile(Hostile::Unavailable, &opts()).await;
     assert!(
@@ -709,6 +706,7 @@ async fn run_publishes_3d_jobs_and_status_once() {
         brokers: cluster.bootstrap_servers(),
         topic_prefix: "e3d".into(),
         properties: Default::default(),
+        ..Default::default()
     };
     for t in kafka.all_topics() {
         cluster.create_topic(&t, 1, 1).expect("create topic");
@@ -901,6 +899,7 @@ async fn broker_down_keeps_3d_records_in_the_buffer() {
             brokers: "127.0.0.1:1".into(),
             topic_prefix: "e3d-down".into(),
             properties: Default::default(),
+            ..Default::default()
         },
         buffer: crate::BufferConfig {
             dir: buffer_dir.clone(),

@@ -33,6 +33,51 @@ fn protocol(reason: impl Into<String>) -> HttpError {
     HttpError::Protocol(reason.into())
 }
 
+/// Longest excerpt of device text quoted in an error.
+const EXCERPT_CHARS: usize = 32;
+
+/// Device text fit for an error message (errors are logged): at most
+/// [`EXCERPT_CHARS`] characters, anything but printable ASCII shown as `?`,
+/// and the original size when cut. Device strings may be attacker-controlled
+/// and as large as the header limit; a log line must not carry them whole.
+fn excerpt(text: &str) -> String {
+    let (shown, cut) = clip(text);
+    match cut {
+        Some(len) => format!("\"{shown}...\" ({len} bytes)"),
+        None => format!("\"{shown}\""),
+    }
+}
+
+/// [`excerpt`] without quotes (for the reason phrase).
+fn sanitise(text: &str) -> String {
+    let (shown, cut) = clip(text);
+    match cut {
+        Some(len) => format!("{shown}... ({len} bytes)"),
+        None => shown,
+    }
+}
+
+/// The printable prefix of `text`, and its length in bytes when cut.
+fn clip(text: &str) -> (String, Option<usize>) {
+    let shown = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    let cut = text
+        .chars()
+        .nth(EXCERPT_CHARS)
+        .is_some()
+        .then_some(text.len());
+    (shown, cut)
+}
+
 /// A buffered reader that never holds more than it is allowed to.
 struct Conn<S> {
     stream: S,
@@ -135,16 +180,17 @@ fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
     let version = parts.next().unwrap_or_default();
     if !version.starts_with("HTTP/1.") {
         return Err(protocol(format!(
-            "not an HTTP/1.x status line: {:?}",
-            status_line.chars().take(64).collect::<String>()
+            "not an HTTP/1.x status line: {}",
+            excerpt(status_line)
         )));
     }
     let status = parts
         .next()
         .and_then(|s| s.parse::<u16>().ok())
         .filter(|s| (100..1000).contains(s))
-        .ok_or_else(|| protocol(format!("bad status code in {status_line:?}")))?;
-    let reason = parts.next().unwrap_or_default().trim().to_string();
+        .ok_or_else(|| protocol(format!("bad status code in {}", excerpt(status_line))))?;
+    // The reason phrase ends up in HttpError::Status, i.e. in logs.
+    let reason = sanitise(parts.next().unwrap_or_default().trim());
     let mut head = Head {
         status,
         reason,
@@ -153,13 +199,16 @@ fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
     };
     for line in lines.filter(|l| !l.is_empty()) {
         let Some((name, value)) = line.split_once(':') else {
-            return Err(protocol(format!("header line without a colon: {line:?}")));
+            return Err(protocol(format!(
+                "header line without a colon: {}",
+                excerpt(line)
+            )));
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
             let n = value
                 .parse::<usize>()
-                .map_err(|_| protocol(format!("bad Content-Length {value:?}")))?;
+                .map_err(|_| protocol(format!("bad Content-Length {}", excerpt(value))))?;
             if head.content_length.is_some_and(|m| m != n) {
                 return Err(protocol("conflicting Content-Length headers"));
             }
@@ -169,7 +218,10 @@ fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
             if last.eq_ignore_ascii_case("chunked") {
                 head.chunked = true;
             } else if !last.eq_ignore_ascii_case("identity") {
-                return Err(protocol(format!("unsupported Transfer-Encoding {value:?}")));
+                return Err(protocol(format!(
+                    "unsupported Transfer-Encoding {}",
+                    excerpt(value)
+                )));
             }
         }
     }
@@ -187,7 +239,7 @@ async fn chunked<S: AsyncRead + Unpin>(
         let line = std::str::from_utf8(&line).map_err(|_| protocol("chunk size not ASCII"))?;
         let size_text = line.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| protocol(format!("bad chunk size {size_text:?}")))?;
+            .map_err(|_| protocol(format!("bad chunk size {}", excerpt(size_text))))?;
         if size == 0 {
             // Trailer section: header lines until an empty one.
             for _ in 0..64 {
@@ -342,5 +394,39 @@ mod tests {
         assert!(matches!(r, Err(HttpError::Protocol(_))), "{r:?}");
         let r = run(b"HTTP/1.1 200 OK\r\n\r\n0123456789", 5).await;
         assert!(matches!(r, Err(HttpError::TooLarge { limit: 5 })), "{r:?}");
+    }
+
+    /// Device text in errors is bounded and printable: a hostile printer
+    /// cannot put 10 KB or terminal escapes into our log lines.
+    #[tokio::test]
+    async fn device_text_in_errors_is_bounded_and_sanitised() {
+        let hostile = format!("\x1b[31m{}", "9".repeat(10_000));
+        let cases = [
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {hostile}\r\n\r\n"),
+            format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {hostile}\r\n\r\n"),
+            format!("HTTP/1.1 200 OK\r\nX-{hostile}\r\n\r\n"),
+            format!("HTTP/1.1 2{hostile} OK\r\n\r\n"),
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\x1b[31m{}\r\n",
+                "z".repeat(900)
+            ),
+            format!("HTTP/1.1 503 {hostile}\r\nContent-Length: 0\r\n\r\n"),
+        ];
+        for case in cases {
+            let e = run(case.as_bytes(), 100_000).await.expect_err("rejected");
+            let text = e.to_string();
+            assert!(text.len() < 160, "{} bytes: {text}", text.len());
+            assert!(!text.contains('\x1b'), "{text:?}");
+            assert!(!text.contains(&"9".repeat(40)), "{text}");
+            assert!(
+                text.chars().all(|c| c == ' ' || c.is_ascii_graphic()),
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            excerpt(&"a".repeat(40)),
+            format!("\"{}...\" (40 bytes)", "a".repeat(32))
+        );
+        assert_eq!(excerpt("12\tx"), "\"12?x\"");
     }
 }

@@ -51,14 +51,14 @@ pub struct Response {
 
 /// Engine parameters carried by a v3 message's USM header.
 #[derive(Debug, Clone, Default)]
-struct EngineParams {
+pub(super) struct EngineParams {
     id: Vec<u8>,
     boots: u32,
     time: u32,
 }
 
 /// What a matching datagram carried.
-enum Reply {
+pub(super) enum Reply {
     /// A Response PDU.
     Response(Response),
     /// A v3 Report PDU: the usmStats OID it names, the engine parameters of
@@ -70,6 +70,25 @@ enum Reply {
     },
 }
 
+impl From<Reply> for super::DecodedV3 {
+    fn from(r: Reply) -> Self {
+        match r {
+            Reply::Response(r) => super::DecodedV3::Response(r),
+            Reply::Report {
+                oid,
+                engine,
+                authenticated,
+            } => super::DecodedV3::Report {
+                oid,
+                engine_id: engine.id,
+                boots: engine.boots,
+                time: engine.time,
+                authenticated,
+            },
+        }
+    }
+}
+
 /// How to recognise the answer to what we sent.
 #[derive(Debug, Clone, Copy)]
 struct Want {
@@ -77,6 +96,10 @@ struct Want {
     msg_id: Option<i32>,
     /// PDU request-id.
     request_id: i32,
+    /// v3: the security level the request was sent at. RFC 3412 §7.2.10: a
+    /// Response must come back at that level, or an on-path host could
+    /// answer an authenticated (and encrypted) request in plaintext.
+    level: SecurityLevel,
 }
 
 /// An SNMP session with one agent over one connected UDP socket.
@@ -272,6 +295,7 @@ impl SnmpClient {
                 let want = Want {
                     msg_id: None,
                     request_id,
+                    level: SecurityLevel::NoAuthNoPriv,
                 };
                 match self.transact(&datagram, want, None).await? {
                     Reply::Response(r) => r,
@@ -334,6 +358,7 @@ impl SnmpClient {
             let want = Want {
                 msg_id: Some(msg_id),
                 request_id,
+                level: user.level,
             };
             let reply = match self.transact(&datagram, want, Some(&keys)).await {
                 Err(SnmpError::Timeout { .. })
@@ -447,6 +472,7 @@ impl SnmpClient {
         let want = Want {
             msg_id: Some(msg_id),
             request_id,
+            level: SecurityLevel::AuthNoPriv,
         };
         self.transact(&datagram, want, Some(keys)).await.is_ok()
     }
@@ -484,6 +510,7 @@ impl SnmpClient {
         let want = Want {
             msg_id: Some(msg_id),
             request_id,
+            level: SecurityLevel::NoAuthNoPriv,
         };
         let engine = match self.transact(&datagram, want, None).await? {
             Reply::Report { engine, .. } => engine,
@@ -590,7 +617,7 @@ impl SnmpClient {
                     Reply::Response(r)
                 }
                 Security::Usm(_) => {
-                    let (msg_id, reply) = decode_v3(raw, keys)?;
+                    let (msg_id, level, reply) = decode_v3(raw, keys)?;
                     if Some(msg_id) != want.msg_id.map(i64::from) {
                         self.ignore(want.msg_id.unwrap_or_default(), msg_id);
                         continue;
@@ -599,6 +626,12 @@ impl SnmpClient {
                         if r.request_id != i64::from(want.request_id) {
                             self.ignore(want.request_id, r.request_id);
                             continue;
+                        }
+                        // Reports may legitimately be less protected than the
+                        // request (discovery, unknown engine, wrong digest);
+                        // a Response never.
+                        if level != want.level {
+                            return Err(downgrade(self.peer, want.level, level));
                         }
                     }
                     reply
@@ -670,7 +703,7 @@ fn enc_err(e: impl std::fmt::Display) -> SnmpError {
 /// BER-encode an SNMPv3 message; encrypt the scoped PDU (authPriv) and sign
 /// the whole message (authNoPriv, authPriv).
 #[allow(clippy::too_many_arguments)]
-fn encode_v3(
+pub(super) fn encode_v3(
     user: &str,
     level: SecurityLevel,
     engine: Option<&Engine>,
@@ -759,8 +792,23 @@ fn clamp_u32(i: &Integer) -> u32 {
         .unwrap_or(0)
 }
 
+/// A v3 Response at another security level than its request: typed error,
+/// logged and counted.
+fn downgrade(peer: SocketAddr, sent: SecurityLevel, got: SecurityLevel) -> SnmpError {
+    tracing::warn!(%peer, ?sent, ?got, "SNMPv3 response at a lower security level than the request: rejected");
+    metrics::counter!("fleetpulse_edge_snmpv3_downgrades_total").increment(1);
+    SnmpError::AuthFailed {
+        reason: format!("security downgrade: request sent {sent:?}, response came back {got:?}"),
+    }
+}
+
 /// Decode (verify, decrypt) an SNMPv3 datagram, catching decoder panics.
-fn decode_v3(raw: &[u8], keys: Option<&LocalKeys>) -> Result<(i64, Reply), SnmpError> {
+/// Returns the msgID, the security level the message was verified at
+/// (authenticated: digest checked; private: decrypted) and the PDU.
+fn decode_v3(
+    raw: &[u8],
+    keys: Option<&LocalKeys>,
+) -> Result<(i64, SecurityLevel, Reply), SnmpError> {
     match std::panic::catch_unwind(|| decode_v3_inner(raw, keys)) {
         Ok(r) => r,
         Err(_) => Err(SnmpError::Decode {
@@ -770,7 +818,12 @@ fn decode_v3(raw: &[u8], keys: Option<&LocalKeys>) -> Result<(i64, Reply), SnmpE
     }
 }
 
-fn decode_v3_inner(raw: &[u8], keys: Option<&LocalKeys>) -> Result<(i64, Reply), SnmpError> {
+/// The v3 decoder itself, without the panic guard (the fuzz target calls
+/// this through [`super::decode_v3_unguarded`] so a panic is a crash).
+pub(super) fn decode_v3_inner(
+    raw: &[u8],
+    keys: Option<&LocalKeys>,
+) -> Result<(i64, SecurityLevel, Reply), SnmpError> {
     let bad = |reason: String| SnmpError::Decode {
         reason,
         raw: raw.to_vec(),
@@ -834,6 +887,11 @@ fn decode_v3_inner(raw: &[u8], keys: Option<&LocalKeys>) -> Result<(i64, Reply),
             return Err(auth_failed("response digest does not verify"));
         }
     }
+    let level = match (authenticated, flags & 2 != 0) {
+        (false, _) => SecurityLevel::NoAuthNoPriv,
+        (true, false) => SecurityLevel::AuthNoPriv,
+        (true, true) => SecurityLevel::AuthPriv,
+    };
     let scoped = match msg.scoped_data {
         v3::ScopedPduData::CleartextPdu(p) => {
             if flags & 2 != 0 {
@@ -888,7 +946,7 @@ fn decode_v3_inner(raw: &[u8], keys: Option<&LocalKeys>) -> Result<(i64, Reply),
             varbinds,
         })
     };
-    Ok((msg_id, reply))
+    Ok((msg_id, level, reply))
 }
 
 fn to_rasn_oid(oid: &Oid) -> Result<ObjectIdentifier, SnmpError> {

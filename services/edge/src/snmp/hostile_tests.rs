@@ -293,3 +293,172 @@ async fn getbulk_halves_on_too_big_and_remembers_per_target() {
     assert!(!second.contains(&20), "{second:?}");
     task.abort();
 }
+
+/// How the authPriv agent protects its (otherwise correct) Response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protection {
+    /// msgFlags 0, plaintext scoped PDU: what an on-path injector can forge.
+    None,
+    /// A valid digest but a cleartext scoped PDU.
+    AuthOnly,
+    /// What the request asked for.
+    AuthPriv,
+}
+
+const HOSTILE_ENGINE: &[u8] = b"\x80\x00\x1f\x88\x04hostile";
+
+/// A v3 agent that knows the user's keys: it answers discovery with an
+/// unauthenticated Report (as real agents do), decrypts each authPriv
+/// request to learn its request-id, and answers it at `protection`.
+async fn authpriv_agent(
+    user: Arc<super::UsmUser>,
+    protection: Protection,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let keys = user.localize(HOSTILE_ENGINE);
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(msg) = rasn::ber::decode::<v3::Message>(&buf[..n]) else {
+                continue;
+            };
+            let id = msg.global_data.message_id.clone();
+            let Some(msg_id) = i64::try_from(&id).ok().and_then(|i| i32::try_from(i).ok()) else {
+                continue;
+            };
+            let discovery = msg.global_data.flags.first().copied().unwrap_or(0) & 1 == 0;
+            if discovery {
+                let out = v3_reply(
+                    id,
+                    0,
+                    usm(HOSTILE_ENGINE, Vec::new()),
+                    v2::Pdus::Report(v2::Report(pdu(0, UNKNOWN_ENGINE_IDS))),
+                );
+                let _ = socket.send_to(&out, peer).await;
+                continue;
+            }
+            let Ok(params) =
+                rasn::ber::decode::<v3::USMSecurityParameters>(&msg.security_parameters)
+            else {
+                continue;
+            };
+            let v3::ScopedPduData::EncryptedPdu(ct) = &msg.scoped_data else {
+                continue;
+            };
+            let Some((_, priv_key)) = keys.privacy.as_ref() else {
+                continue;
+            };
+            let boots = i64::try_from(&params.authoritative_engine_boots).unwrap_or(0) as u32;
+            let time = i64::try_from(&params.authoritative_engine_time).unwrap_or(0) as u32;
+            let mut plain = ct.to_vec();
+            if super::usm::aes_cfb(
+                false,
+                priv_key,
+                boots,
+                time,
+                &params.privacy_parameters,
+                &mut plain,
+            )
+            .is_err()
+            {
+                continue;
+            }
+            let Ok((scoped, _)) = rasn::ber::decode_with_remainder::<v3::ScopedPdu>(&plain) else {
+                continue;
+            };
+            let v2::Pdus::GetRequest(v2::GetRequest(req)) = scoped.data else {
+                continue;
+            };
+            let response = v2::Pdus::Response(v2::Response(pdu(
+                req.request_id,
+                &[1, 3, 6, 1, 2, 1, 1, 5, 0],
+            )));
+            let engine = super::usm::Engine {
+                id: HOSTILE_ENGINE.to_vec(),
+                boots: 1,
+                time: 100,
+                synced_at: std::time::Instant::now(),
+            };
+            let level = match protection {
+                Protection::None => None,
+                Protection::AuthOnly => Some(super::SecurityLevel::AuthNoPriv),
+                Protection::AuthPriv => Some(super::SecurityLevel::AuthPriv),
+            };
+            let out = match level {
+                None => v3_reply(id, 0, usm(HOSTILE_ENGINE, Vec::new()), response),
+                Some(level) => super::client::encode_v3(
+                    &user.name,
+                    level,
+                    Some(&engine),
+                    Some(&keys),
+                    42,
+                    msg_id,
+                    65_507,
+                    response,
+                )
+                .expect("encode response"),
+            };
+            let _ = socket.send_to(&out, peer).await;
+        }
+    });
+    (addr, task)
+}
+
+fn authpriv_security() -> (super::Security, Arc<super::UsmUser>) {
+    let creds = SnmpCredentials {
+        user: Some("fpuser".into()),
+        auth_protocol: Some(AuthProtocol::Sha256),
+        auth_password: Some("authpass123".into()),
+        priv_protocol: Some(super::PrivProtocol::Aes128),
+        priv_password: Some("privpass123".into()),
+        ..Default::default()
+    };
+    let security = creds.resolve("t", SnmpVersion::V3).expect("creds");
+    let super::Security::Usm(user) = &security else {
+        panic!("v3 credentials resolve to a USM user");
+    };
+    let user = user.clone();
+    assert_eq!(user.level, super::SecurityLevel::AuthPriv);
+    (security, user)
+}
+
+async fn authpriv_get(protection: Protection) -> Result<Vec<super::VarBind>, SnmpError> {
+    let (security, user) = authpriv_security();
+    let (addr, task) = authpriv_agent(user, protection).await;
+    let mut c = SnmpClient::connect_with(addr, security, &v3_opts(), SnmpSession::new())
+        .await
+        .expect("connect");
+    let r = c.get(&[oid(&[1, 3, 6, 1, 2, 1, 1, 5, 0])]).await;
+    task.abort();
+    r
+}
+
+/// An authPriv request answered with a matching Response at a lower level
+/// (plaintext and unauthenticated, or authenticated but unencrypted) is a
+/// downgrade an on-path host can forge: rejected with a typed error.
+#[tokio::test]
+async fn authpriv_rejects_downgraded_responses() {
+    for protection in [Protection::None, Protection::AuthOnly] {
+        let e = authpriv_get(protection)
+            .await
+            .expect_err("downgraded response must be rejected");
+        assert!(
+            matches!(&e, SnmpError::AuthFailed { reason } if reason.contains("downgrade")),
+            "{protection:?}: {e:?}"
+        );
+    }
+    let vbs = authpriv_get(Protection::AuthPriv)
+        .await
+        .expect("a properly protected response is accepted");
+    assert_eq!(
+        vbs,
+        vec![(
+            oid(&[1, 3, 6, 1, 2, 1, 1, 5, 0]),
+            super::SnmpValue::Integer(1)
+        )]
+    );
+}

@@ -49,6 +49,50 @@ pub fn decode_response_unguarded(
     client::decode_response_inner(version, raw)
 }
 
+/// What [`decode_v3_unguarded`] made of an SNMPv3 datagram.
+///
+/// Not a stable API: it exists for `fuzz/` and `tests/fuzz_corpus.rs`.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub enum DecodedV3 {
+    /// A Response PDU (authenticated and decrypted when the flags say so).
+    Response(DecodedResponse),
+    /// A Report PDU: the usmStats OID it names, the authoritative engine of
+    /// its USM header, and whether it carried a MAC that verified.
+    Report {
+        /// First varbind's OID (the usmStats counter), if any.
+        oid: Option<Oid>,
+        /// msgAuthoritativeEngineID.
+        engine_id: Vec<u8>,
+        /// msgAuthoritativeEngineBoots, clamped to 0..=2^31-1.
+        boots: u32,
+        /// msgAuthoritativeEngineTime, clamped to 0..=2^31-1.
+        time: u32,
+        /// Whether the message was authenticated (and its MAC verified).
+        authenticated: bool,
+    },
+}
+
+/// Decode one SNMPv3 datagram exactly as [`SnmpClient`] does: BER decode of
+/// the message and of the USM security parameters, msgFlags checks, HMAC
+/// verification with `user`'s keys localised to `engine_id`, AES-CFB
+/// decryption, scoped-PDU decode and varbind flattening; without the
+/// `catch_unwind` guard the client wraps around it, so that a fuzzer or a
+/// corpus replay test sees a decoder panic as a failure. Returns msgID and
+/// what the datagram carried.
+///
+/// Not a stable API: it exists for `fuzz/` and `tests/fuzz_corpus.rs`.
+#[doc(hidden)]
+pub fn decode_v3_unguarded(
+    raw: &[u8],
+    user: Option<&UsmUser>,
+    engine_id: &[u8],
+) -> Result<(i64, DecodedV3), SnmpError> {
+    let keys = user.map(|u| u.localize(engine_id));
+    client::decode_v3_inner(raw, keys.as_ref())
+        .map(|(msg_id, _level, reply)| (msg_id, reply.into()))
+}
+
 /// Default UDP port of an SNMP agent.
 pub const DEFAULT_PORT: u16 = 161;
 
