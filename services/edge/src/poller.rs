@@ -308,7 +308,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Record whether `device_id` answered a poll at `at`.
-    fn set_liveness(&self, device_id: &str, reachable: bool, at: i64) {
+    pub(crate) fn set_liveness(&self, device_id: &str, reachable: bool, at: i64) {
         let mut l = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
         let e = l
             .entry(device_id.to_string())
@@ -387,8 +387,15 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
     // 3D printers have their own loop (they also store finished jobs).
     let device = slot.target.borrow().clone();
     if device.protocol == crate::config::Protocol::Https3d {
-        return crate::http3d::device_task(device, slot.reachable, slot.progress, shared, shutdown)
-            .await;
+        return crate::http3d::device_task(
+            device,
+            slot.reachable,
+            slot.progress,
+            slot.plan,
+            shared,
+            shutdown,
+        )
+        .await;
     }
     // Discovered devices are polled at once (they were either just found or
     // loaded from the state file on restart); configured ones are spread.

@@ -26,6 +26,12 @@
 //!   travels in the connector heartbeat's `devices` list. `every_poll` sends
 //!   one after every answered poll.
 //!
+//! - **3D printers** (`protocol = "https3d"`) have no usage counters: their
+//!   cumulative usage (agent used and hours per printhead) is in the status
+//!   record, so it goes on both schedules ([`DevicePlan::on_poll_3d`]):
+//!   the status rules above, and every `counters_interval` or after
+//!   `counters_after_jobs` finished jobs. Job records go as jobs finish.
+//!
 //! Interval due times are aligned for all devices on the connector's start
 //! (start + k × interval), and each device is polled once more exactly at a
 //! due time (an extra poll; its regular polls keep their spread phase), so
@@ -192,6 +198,33 @@ impl DevicePlan {
         records: &mut PollRecords,
         observed: Observed,
     ) -> Decision {
+        self.decide(cfg, now, records, observed, false)
+    }
+
+    /// An answered poll of a 3D printer. It has no usage counters: its
+    /// cumulative usage (agent used and hours per printhead, build unit) is
+    /// in the status record, so the status goes on the union of both
+    /// schedules — status rules, and the counter rules (`counters_interval`,
+    /// `counters_after_jobs` finished jobs) — and either resets both.
+    pub(crate) fn on_poll_3d(
+        &mut self,
+        cfg: &ScheduleConfig,
+        now: Instant,
+        records: &mut PollRecords,
+        observed: Observed,
+    ) -> Decision {
+        self.decide(cfg, now, records, observed, true)
+    }
+
+    fn decide(
+        &mut self,
+        cfg: &ScheduleConfig,
+        now: Instant,
+        records: &mut PollRecords,
+        observed: Observed,
+        usage_in_status: bool,
+    ) -> Decision {
+        let has_usage = records.counters.is_some() || usage_in_status;
         let heartbeat = match cfg.device_heartbeats {
             DeviceHeartbeats::EveryPoll => true,
             DeviceHeartbeats::OnChange => self.reachable == Some(false),
@@ -227,7 +260,7 @@ impl DevicePlan {
             Some(_) => None,
         };
 
-        if records.counters.is_some() {
+        if has_usage {
             let trigger = if observed.event_pending {
                 Some("wrap_or_reset")
             } else if observed.pages_since_sent >= cfg.counters_after_pages {
@@ -241,7 +274,7 @@ impl DevicePlan {
                 self.counters_pending.get_or_insert(t);
             }
         }
-        let counters_reason = if records.counters.is_none() {
+        let counters_reason = if !has_usage {
             None
         } else if self.counters_due.is_none() || observed.never_sent {
             Some("first")
@@ -253,6 +286,12 @@ impl DevicePlan {
             None
         };
 
+        let (status_reason, counters_reason) = if usage_in_status {
+            let r = status_reason.or(counters_reason);
+            (r, r)
+        } else {
+            (status_reason, counters_reason)
+        };
         if status_reason.is_some() {
             self.status_due = Some(next_due(self.anchor, cfg.status_interval, now));
             self.status_sent = Some(now);
