@@ -1054,13 +1054,10 @@ async fn run_follows_the_schedule_for_3d_printers() {
     consumer
         .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
         .expect("subscribe");
-    let mut got: Vec<(String, Vec<u8>)> = Vec::new();
-    let count = |got: &[(String, Vec<u8>)], t: RecordType| {
-        got.iter().filter(|g| g.0 == kafka.topic(t)).count()
-    };
-    let mut read = |got: &mut Vec<(String, Vec<u8>)>,
-                    until: Instant,
-                    stop: &dyn Fn(&[(String, Vec<u8>)]) -> bool| {
+    type Got = (String, Vec<u8>);
+    let mut got: Vec<Got> = Vec::new();
+    let count = |got: &[Got], t: RecordType| got.iter().filter(|g| g.0 == kafka.topic(t)).count();
+    let read = |got: &mut Vec<Got>, until: Instant, stop: &dyn Fn(&[Got]) -> bool| {
         while Instant::now() < until && !stop(got) {
             let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
             if let Some(Ok(m)) = polled {
