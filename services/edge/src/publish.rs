@@ -5,11 +5,11 @@
 //! reads the buffer oldest first and sends through an [`Uplink`]
 //! ([`Publisher`] for Kafka, [`crate::uplink::FirehoseUplink`]). Why this shape:
 //!
-//! - **Sign at send time.** The signature covers (topic, key, batch, seq,
-//!   ts, payload); `ts` is the send time, because the processor will check
+//! - **Sign at send time.** The signature covers (topic, key, seq, ts,
+//!   payload), in one compact binary header; `ts` is the send time, because the processor will check
 //!   signature timestamps against a window, and a record replayed after a
-//!   six-hour outage must not look stale or forged. The batch id is stored
-//!   with the record, so a poll's records still share it after a replay.
+//!   six-hour outage must not look stale or forged. (A poll's batch id
+//!   stays in the buffer as local bookkeeping; it is not sent.)
 //! - **Never one by one.** Up to `buffer.max_in_flight` sends are in flight
 //!   at once (awaiting each would cost `linger.ms`); their delivery futures
 //!   resolve in one [`FuturesUnordered`], and only a broker acknowledgement
@@ -33,9 +33,7 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_core::kafka::{dlq_headers, KafkaConfig, TlsDefault};
 use fleetpulse_core::records::Record;
-use fleetpulse_core::signing::{
-    SigningKey, HDR_BATCH, HDR_CONNECTOR, HDR_KEY_ID, HDR_SEQ, HDR_SIG, HDR_TS,
-};
+use fleetpulse_core::signing::{SigningKey, HDR_SIG};
 use fleetpulse_core::telemetry::{self, COUNTERS};
 use fleetpulse_core::{codec, now_millis, Shutdown};
 use futures::future::BoxFuture;
@@ -176,28 +174,13 @@ impl Signer {
         &self.connector_id
     }
 
-    /// Sign a record now: the six signature headers, in their order
-    /// (`fp-connector`, `fp-key-id`, `fp-batch`, `fp-seq`, `fp-ts`, `fp-sig`).
+    /// Sign a record now: its one binary signature header (`fps`: key id,
+    /// seq, ts and MAC, 57 bytes; see [`fleetpulse_core::signing`]).
     pub fn sign(&self, r: &StoredRecord) -> Vec<(String, Vec<u8>)> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let ts = now_millis();
-        let sig = self
-            .key
-            .sign(&r.topic, &r.key, &r.batch, seq, ts, &r.payload);
-        vec![
-            (
-                HDR_CONNECTOR.to_string(),
-                self.connector_id.clone().into_bytes(),
-            ),
-            (
-                HDR_KEY_ID.to_string(),
-                self.key.key_id().as_bytes().to_vec(),
-            ),
-            (HDR_BATCH.to_string(), r.batch.clone().into_bytes()),
-            (HDR_SEQ.to_string(), seq.to_string().into_bytes()),
-            (HDR_TS.to_string(), ts.to_string().into_bytes()),
-            (HDR_SIG.to_string(), sig.into_bytes()),
-        ]
+        let f = self.key.sign(&r.topic, &r.key, seq, ts, &r.payload);
+        vec![(HDR_SIG.to_string(), f.to_bytes().to_vec())]
     }
 }
 

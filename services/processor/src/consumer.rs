@@ -358,9 +358,11 @@ impl Pipeline {
             metrics::counter!("fleetpulse_processor_records_skipped_total").increment(1);
             // Verified by the run that wrote the file: remember its sequence
             // number, in case the saved memory missed it.
-            if let Some(f) = signature_fields(&m).filter(|f| self.verifier.knows(&f.connector_id)) {
-                self.seqs
-                    .remember(&f.connector_id, f.seq, f.ts, (&key.0, key.1, offset));
+            if let Some(f) = signature_fields(&m) {
+                if let Some(connector) = self.verifier.connector_of(&f).map(str::to_string) {
+                    self.seqs
+                        .remember(&connector, f.seq, f.ts, (&key.0, key.1, offset));
+                }
             }
             return Ok(());
         }
@@ -405,6 +407,7 @@ impl Pipeline {
             record_type,
             value,
             signature: sig,
+            connector_id,
         } = match checked {
             Ok(v) => v,
             Err(rej) => return self.dead_letter(&m, rej).await,
@@ -412,10 +415,10 @@ impl Pipeline {
         let position = (key.0.as_str(), key.1, offset);
         match self
             .seqs
-            .observe(&sig.connector_id, sig.seq, sig.ts, reference.ms, position)
+            .observe(&connector_id, sig.seq, sig.ts, reference.ms, position)
         {
             Seen::New | Seen::Again => {}
-            Seen::OutOfOrder { max } => sequence_out_of_order(&sig, max),
+            Seen::OutOfOrder { max } => sequence_out_of_order(&connector_id, &sig, max),
             Seen::Replay { first } => {
                 let rej = Rejection::new(
                     "replayed_sequence",
@@ -423,7 +426,7 @@ impl Pipeline {
                         "sequence number {} of connector {} (signed at {}) was already used \
                          by the record at {first}",
                         sig.seq,
-                        sig.connector_id,
+                        connector_id,
                         fmt_ms(sig.ts)
                     ),
                 );
@@ -671,9 +674,9 @@ fn signature_fields(m: &OwnedMessage) -> Option<SignatureFields> {
 
 // Events: each logs its line and bumps its metrics together.
 
-fn sequence_out_of_order(sig: &SignatureFields, max: u64) {
+fn sequence_out_of_order(connector: &str, sig: &SignatureFields, max: u64) {
     tracing::debug!(
-        connector = %sig.connector_id,
+        connector,
         seq = sig.seq,
         max,
         "sequence number below the highest seen (normal across partitions; only reuse is rejected)"
