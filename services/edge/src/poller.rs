@@ -323,6 +323,12 @@ impl Shared {
         }
     }
 
+    /// A fresh schedule state: aligned on the connector's start; the first
+    /// records wait for the end of the first round of polls.
+    pub(crate) fn new_plan(&self) -> DevicePlan {
+        DevicePlan::new(self.anchor).starting_at(self.anchor + self.poll_interval)
+    }
+
     /// A device no longer polled here leaves the liveness list.
     pub(crate) fn forget_liveness(&self, device_id: &str) {
         self.liveness
@@ -467,7 +473,7 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                         if let Some(old) = ps.device_id.take() {
                             shared.forget_liveness(&old);
                         }
-                        ps.plan = DevicePlan::new(shared.anchor);
+                        ps.plan = shared.new_plan();
                         ps.device_id = Some(device_id.clone());
                     }
                     let mut store = shared.counters.lock().unwrap_or_else(|p| p.into_inner());
@@ -581,15 +587,28 @@ fn poll_backed_off(address: &str, delay: Duration) {
 }
 
 /// Store a connector heartbeat every `interval` until shutdown.
+///
+/// The first one goes at the end of the first round of polls (start +
+/// `poll_interval`, so it lists every device), the next ones on the slots
+/// start + k × `interval`, where the devices' held records go too (one
+/// request per slot; see [`crate::schedule`]). Reloads keep the start.
 pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shutdown: Shutdown) {
-    let started = Instant::now();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let first = shared.anchor + shared.poll_interval;
+    let mut next = if tokio::time::Instant::now() <= first {
+        first
+    } else {
+        crate::schedule::next_due(shared.anchor, interval, tokio::time::Instant::now())
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
+        next = crate::schedule::next_due(
+            shared.anchor,
+            interval,
+            next.max(tokio::time::Instant::now()),
+        );
         let o = &shared.origin;
         let (device_count, reachable) = shared.reachable_counts();
         let stats = shared.buffer.stats();
@@ -605,7 +624,7 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
                 buffer_depth: i64::try_from(stats.records).unwrap_or(i64::MAX),
                 oldest_buffered_age_ms: stats.oldest_enqueued_at.map(|t| (now - t).max(0)),
                 last_upload_at: shared.buffer.last_upload_at(),
-                uptime_s: i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX),
+                uptime_s: i64::try_from(shared.anchor.elapsed().as_secs()).unwrap_or(i64::MAX),
                 devices: shared
                     .liveness
                     .lock()
@@ -717,7 +736,7 @@ fn new_slot(
         progress: Progress::default(),
         plan: Arc::new(Mutex::new(PlanState {
             device_id: None,
-            plan: DevicePlan::new(shared.anchor),
+            plan: shared.new_plan(),
         })),
     }
 }

@@ -203,13 +203,15 @@ impl std::fmt::Debug for Publisher {
 
 /// The edge's producer defaults for a thin WAN link (each unless set in
 /// `kafka.properties`): few, full batches (what leaves the site is small, so
-/// waiting a second lets a cycle's records share requests and compress
-/// together), a metadata refresh every hour instead of every 5 minutes
-/// (librdkafka refreshes at once on errors anyway), and no client metrics
-/// pushed to the broker (KIP-714).
+/// waiting a second lets a slot's records share requests and compress
+/// together); no periodic metadata refresh (librdkafka still fetches
+/// metadata for each topic it first produces to, and at once on any error
+/// such as a leader change; the cached metadata is renewed once a day); no
+/// client metrics pushed to the broker (KIP-714).
 pub const WAN_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "1000"),
-    ("topic.metadata.refresh.interval.ms", "3600000"),
+    ("topic.metadata.refresh.interval.ms", "-1"),
+    ("metadata.max.age.ms", "86400000"),
     ("enable.metrics.push", "false"),
 ];
 

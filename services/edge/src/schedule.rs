@@ -5,9 +5,10 @@
 //!
 //! - **Status** (supplies, trays, state) at the first poll, then every
 //!   `status_interval` (default 3 h), and on a significant change since the
-//!   previous poll (at once, or at the next `min_interval` slot when a
-//!   status went less than `min_interval` ago — the vendors' "at most every
-//!   30 minutes"): `hrDeviceStatus` changed, an error flag of
+//!   previous poll (at the next `min_interval` slot, start + k ×
+//!   `min_interval`, at least `min_interval` after the previous status —
+//!   the vendors' "at most every 30 minutes"): `hrDeviceStatus` changed, an
+//!   error flag of
 //!   `hrPrinterDetectedErrorState` appeared, or a supply fell to or below
 //!   `supply_low_percent` (or to level 0). A flag clearing or `hrPrinterStatus`
 //!   moving between idle and printing is not significant: it goes with the
@@ -15,9 +16,8 @@
 //! - **Usage counters** at the first poll, then every `counters_interval`
 //!   (3 h), or as soon as `counters_after_pages` pages (100) or
 //!   `counters_after_jobs` jobs (19) accumulated since the last record, or a
-//!   counter wrapped or was reset ([`crate::counters`]) — with the same
-//!   `min_interval` floor. Floor slots are aligned too (start + k ×
-//!   `min_interval`), so held records of many devices leave together.
+//!   counter wrapped or was reset ([`crate::counters`]) — at the same
+//!   `min_interval` slots.
 //! - **Alerts**: a `critical` alert row opening or clearing goes at once;
 //!   other severities go with the next status record or critical alert,
 //!   whichever is first (a device's alert events stay in order).
@@ -25,18 +25,22 @@
 //!   when a device answers again after unanswered polls; liveness otherwise
 //!   travels in the connector heartbeat's `devices` list. `every_poll` sends
 //!   one after every answered poll.
-//!
 //! - **3D printers** (`protocol = "https3d"`) have no usage counters: their
 //!   cumulative usage (agent used and hours per printhead) is in the status
 //!   record, so it goes on both schedules ([`DevicePlan::on_poll_3d`]):
 //!   the status rules above, and every `counters_interval` or after
 //!   `counters_after_jobs` finished jobs. Job records go as jobs finish.
 //!
-//! Interval due times are aligned for all devices on the connector's start
-//! (start + k × interval), and each device is polled once more exactly at a
-//! due time (an extra poll; its regular polls keep their spread phase), so
-//! every device's periodic records leave together and share producer
-//! batches (`linger.ms`) and compression.
+//! Batching: what can wait leaves at shared instants. Interval due times
+//! are aligned for all devices on the connector's start (start + k ×
+//! interval), held changes and triggers on the `min_interval` slots, and the
+//! first records of every device wait for the end of the first round of
+//! polls (start + `poll_interval`); each device is polled once more exactly
+//! at such an instant (an extra poll; its regular polls keep their spread
+//! phase), and the connector heartbeat goes at the same slots. So a slot's
+//! records share one produce request and compress together (zstd on the
+//! batch). Only critical alerts (and a device heartbeat after silence) leave
+//! on their own.
 
 use std::collections::HashSet;
 
@@ -115,9 +119,12 @@ pub(crate) struct DevicePlan {
     /// When the last status / counters record went.
     status_sent: Option<Instant>,
     counters_sent: Option<Instant>,
-    /// A change or trigger waiting for the `min_interval` floor.
-    status_pending: Option<&'static str>,
-    counters_pending: Option<&'static str>,
+    /// A change or trigger waiting for its slot: why, and since when.
+    status_pending: Option<(&'static str, Instant)>,
+    counters_pending: Option<(&'static str, Instant)>,
+    /// Nothing goes before this (the end of the connector's first round of
+    /// polls), so the first records of all devices leave together.
+    first_slot: Instant,
     /// `schedule.min_interval`, for [`DevicePlan::next_due`].
     floor: Duration,
     previous: Option<Significant>,
@@ -141,6 +148,7 @@ impl DevicePlan {
             counters_sent: None,
             status_pending: None,
             counters_pending: None,
+            first_slot: anchor,
             floor: Duration::ZERO,
             previous: None,
             reachable: None,
@@ -149,24 +157,47 @@ impl DevicePlan {
         }
     }
 
-    /// The next time something falls due: an interval, or a pending change
-    /// reaching its floor slot.
+    /// Hold the first records until `first` (the end of the connector's
+    /// first round of polls).
+    pub(crate) fn starting_at(mut self, first: Instant) -> DevicePlan {
+        self.first_slot = first;
+        self
+    }
+
+    /// The next time something falls due: the first slot, an interval, or a
+    /// pending change reaching its slot.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         let pending_status = self
             .status_pending
-            .map(|_| self.floor_slot(self.status_sent, self.floor));
+            .map(|(_, since)| self.pending_slot(self.status_sent, since));
         let pending_counters = self
             .counters_pending
-            .map(|_| self.floor_slot(self.counters_sent, self.floor));
+            .map(|(_, since)| self.pending_slot(self.counters_sent, since));
+        let first =
+            (self.status_due.is_none() || self.counters_due.is_none()).then_some(self.first_slot);
         [
             self.status_due,
             self.counters_due,
             pending_status,
             pending_counters,
+            first,
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// When a change or trigger noticed at `since` goes: at the first slot
+    /// (`anchor + k × min_interval`) at or after `since` that is at least
+    /// `min_interval` after `last`. Every device's held records, and the
+    /// connector heartbeat, leave at the same slots: one request per slot.
+    fn pending_slot(&self, last: Option<Instant>, since: Instant) -> Instant {
+        let at_or_after = next_due(
+            self.anchor,
+            self.floor,
+            since.checked_sub(Duration::from_nanos(1)).unwrap_or(since),
+        );
+        self.floor_slot(last, self.floor).max(at_or_after)
     }
 
     /// The earliest slot (`anchor + k × floor`) at least `floor` after
@@ -246,18 +277,18 @@ impl DevicePlan {
         self.intervals = Some(intervals);
         let sig = Significant::of(&records.status, cfg.supply_low_percent);
         if let Some(change) = self.previous.as_ref().and_then(|p| sig.change_from(p)) {
-            self.status_pending.get_or_insert(change);
+            self.status_pending.get_or_insert((change, now));
         }
         self.previous = Some(sig);
-        let status_reason = match self.status_due {
-            None => Some("first"),
-            Some(due) if now >= due => Some("interval"),
-            // A change goes at once unless a status went less than
-            // `min_interval` ago: then at the next floor slot.
-            Some(_) if now >= self.floor_slot(self.status_sent, cfg.min_interval) => {
-                self.status_pending
+        let status_reason = match (self.status_due, self.status_pending) {
+            (None, _) if now >= self.first_slot => Some("first"),
+            (None, _) => None,
+            (Some(due), _) if now >= due => Some("interval"),
+            // A change waits for its slot (at most `min_interval`).
+            (Some(_), Some((why, since))) if now >= self.pending_slot(self.status_sent, since) => {
+                Some(why)
             }
-            Some(_) => None,
+            (Some(_), _) => None,
         };
 
         if has_usage {
@@ -271,19 +302,22 @@ impl DevicePlan {
                 None
             };
             if let Some(t) = trigger {
-                self.counters_pending.get_or_insert(t);
+                self.counters_pending.get_or_insert((t, now));
             }
         }
         let counters_reason = if !has_usage {
             None
         } else if self.counters_due.is_none() || observed.never_sent {
-            Some("first")
+            (now >= self.first_slot).then_some("first")
         } else if self.counters_due.is_some_and(|d| now >= d) {
             Some("interval")
-        } else if now >= self.floor_slot(self.counters_sent, cfg.min_interval) {
-            self.counters_pending
         } else {
-            None
+            match self.counters_pending {
+                Some((why, since)) if now >= self.pending_slot(self.counters_sent, since) => {
+                    Some(why)
+                }
+                _ => None,
+            }
         };
 
         let (status_reason, counters_reason) = if usage_in_status {
@@ -441,7 +475,8 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(sent_at, Some((100, Some("pages"))));
+        // 100 pages after 50 min; they go at the next 30-minute slot (60 min).
+        assert_eq!(sent_at, Some((120, Some("pages"))));
         assert!(s.now - s.start < 3 * H);
     }
 
@@ -468,12 +503,14 @@ mod tests {
     fn counters_after_19_jobs() {
         let mut s = Sim::new();
         s.poll(5, 0, vec![]);
-        for i in 1..=19u64 {
-            // One job every 2 min: the 19th after 38 min, past the 30 min floor.
+        for i in 1..=30u64 {
+            // One job every 2 min: the 19th after 38 min; the counters go at
+            // the next 30-minute slot (60 min).
             s.now += Duration::from_secs(120);
             // Jobs without page-unit growth (e.g. 3D jobs).
-            let (d, _) = s.poll(5, 1, vec![]);
-            assert_eq!(d.counters, i == 19, "after {i} jobs");
+            let jobs = u64::from(i <= 19);
+            let (d, _) = s.poll(5, jobs, vec![]);
+            assert_eq!(d.counters, i == 30, "poll {i}");
             if d.counters {
                 assert_eq!(d.counters_reason, Some("jobs"));
             }
@@ -611,6 +648,39 @@ mod tests {
             }
         }
         assert_eq!(sent, vec![(359, Some("interval"))]);
+    }
+
+    #[test]
+    fn held_records_leave_on_shared_slots() {
+        // The first records wait for the end of the first round of polls.
+        let mut s = Sim::new();
+        s.plan = DevicePlan::new(s.start).starting_at(s.start + Duration::from_secs(30));
+        s.now += Duration::from_secs(10);
+        let (d, _) = s.poll(5, 0, vec![]);
+        assert!(!d.status && !d.counters, "{d:?}");
+        assert_eq!(s.plan.next_due(), Some(s.start + Duration::from_secs(30)));
+        s.now = s.start + Duration::from_secs(30);
+        let (d, _) = s.poll(5, 0, vec![]);
+        assert_eq!(
+            (d.status_reason, d.counters_reason),
+            (Some("first"), Some("first"))
+        );
+        // A change long after the last status still waits for the next
+        // 30-minute slot (where every device's held records and the
+        // connector heartbeat go), not a moment of its own.
+        s.now = s.start + 100 * Duration::from_secs(60);
+        let mut r = records(5, vec![]);
+        r.status.detected_errors.push(PrinterErrorFlag::Jammed);
+        let o = s.counters.observe("a", Some(1), &[], 0);
+        let d = s.plan.on_poll(&s.cfg, s.now, &mut r, o);
+        assert!(!d.status, "{d:?}");
+        assert_eq!(
+            s.plan.next_due(),
+            Some(s.start + 120 * Duration::from_secs(60))
+        );
+        s.now = s.start + 120 * Duration::from_secs(60);
+        let (d, _) = s.poll(5, 0, vec![]);
+        assert_eq!(d.status_reason, Some("error_flag"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::buffer::Class;
 use crate::config::DeviceConfig;
 use crate::poller::{PlanState, PollRecords, Shared, StoreError};
 use crate::privacy;
-use crate::schedule::{Decision, DevicePlan};
+use crate::schedule::Decision;
 
 /// What `state_file` holds.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,7 +267,7 @@ fn decide(
         if let Some(old) = ps.device_id.take() {
             shared.forget_liveness(&old);
         }
-        ps.plan = DevicePlan::new(shared.anchor);
+        ps.plan = shared.new_plan();
         ps.device_id = Some(id.clone());
     }
     let mut store = shared.counters.lock().unwrap_or_else(|p| p.into_inner());
