@@ -38,6 +38,16 @@ const PARTITIONS: i32 = 4;
 const METADATA_REFRESH_MS: f64 = 300_000.0;
 /// The librdkafka property scaled with the schedule.
 const METADATA_REFRESH_KEY: &str = "topic.metadata.refresh.interval.ms";
+/// The metadata cache's age limit, scaled too.
+const METADATA_MAX_AGE_KEY: &str = "metadata.max.age.ms";
+/// librdkafka's default `metadata.max.age.ms`.
+const METADATA_MAX_AGE_MS: f64 = 900_000.0;
+/// Simulator `activity` of the WAN run: an office volume. At 1 (the
+/// simulator's lively demo default) a printer prints about 200 pages an
+/// hour around the clock; at this value about 30 pages an hour, i.e. some
+/// 5,000 pages a month in an office's working hours, a typical office MFP
+/// volume. The pages the run's printers print are computed and printed.
+pub(crate) const OFFICE_ACTIVITY: f64 = 0.12;
 /// Top-level keys whose durations are not part of the schedule.
 const NOT_SCHEDULE: &[&str] = &[
     "snmp",
@@ -130,7 +140,13 @@ pub(crate) struct WanResult {
     pub(crate) fraction: f64,
     pub(crate) wall: Duration,
     pub(crate) scaled: Vec<Scaled>,
-    pub(crate) metadata_refresh_ms: u64,
+    /// `topic.metadata.refresh.interval.ms` and `metadata.max.age.ms` as run
+    /// (compressed; a negative refresh is disabled and not scaled).
+    pub(crate) metadata_refresh_ms: i64,
+    pub(crate) metadata_max_age_ms: i64,
+    /// Simulator activity and the pages each printer printed in the part run.
+    pub(crate) activity: f64,
+    pub(crate) pages: Vec<u64>,
     /// Edge as configured (compressed batches).
     pub(crate) compressed: RelayTotals,
     /// Same edge with `compression.type=none`.
@@ -159,7 +175,7 @@ fn edge_config(
     relay: &KafkaRelay,
     prefix: &str,
     connector: &str,
-    refresh_ms: u64,
+    metadata: &[(&str, i64)],
     extra: &[(&str, &str)],
 ) -> EdgeConfig {
     let mut cfg = base.clone();
@@ -170,9 +186,11 @@ fn edge_config(
     cfg.metrics_addr = None;
     // Each edge needs its own buffer directory (it is locked), fresh per run.
     cfg.buffer.dir = bench_dir(connector);
-    // The edge's producer defaults apply; only the metadata refresh is compressed.
+    // The edge's producer defaults apply; only the metadata timers are compressed.
     let mut properties: BTreeMap<String, String> = base.kafka.properties.clone();
-    properties.insert(METADATA_REFRESH_KEY.to_string(), refresh_ms.to_string());
+    for (k, v) in metadata {
+        properties.insert(k.to_string(), v.to_string());
+    }
     for (k, v) in extra {
         properties.insert(k.to_string(), v.to_string());
     }
@@ -247,38 +265,59 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         "the WAN fraction must be within (0, 1]"
     );
     let (base, scaled) = scale_schedule(&EdgeConfig::default(), speedup)?;
-    let refresh_default = base
-        .kafka
-        .properties
-        .get(METADATA_REFRESH_KEY)
-        .map(String::as_str)
-        .or_else(|| {
-            fleetpulse_edge::publish::WAN_DEFAULTS
-                .iter()
-                .find(|(k, _)| *k == METADATA_REFRESH_KEY)
-                .map(|(_, v)| *v)
-        })
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(METADATA_REFRESH_MS);
-    let refresh_ms = (refresh_default / speedup).round().max(1000.0) as u64;
+    // The edge's value of a librdkafka timer (its properties, else its
+    // producer defaults, else librdkafka's), compressed like the schedule;
+    // a negative value (disabled) stays as it is.
+    let timer = |key: &str, librdkafka: f64| -> i64 {
+        let v = base
+            .kafka
+            .properties
+            .get(key)
+            .map(String::as_str)
+            .or_else(|| {
+                fleetpulse_edge::publish::WAN_DEFAULTS
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| *v)
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(librdkafka);
+        if v < 0.0 {
+            v as i64
+        } else {
+            (v / speedup).round().max(1000.0) as i64
+        }
+    };
+    let refresh_ms = timer(METADATA_REFRESH_KEY, METADATA_REFRESH_MS);
+    let max_age_ms = timer(METADATA_MAX_AGE_KEY, METADATA_MAX_AGE_MS);
+    let metadata = [
+        (METADATA_REFRESH_KEY, refresh_ms),
+        (METADATA_MAX_AGE_KEY, max_age_ms),
+    ];
 
     let shutdown = Shutdown::new();
     let _stop = shutdown.clone().drop_guard();
     let cluster = MockCluster::new(1).context("starting the mock Kafka cluster")?;
     let bootstrap = cluster.bootstrap_servers();
-    let fleet = fleetpulse_sim::start(
-        fleetpulse_sim::SimConfig {
-            printers: PRINTERS,
-            base_port: 0,
-            seed: 13,
-            // Sim time runs as fast as the compressed schedule.
-            acceleration: speedup,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    )
-    .await
-    .context("starting the 13 simulated printers")?;
+    let sim = fleetpulse_sim::SimConfig {
+        printers: PRINTERS,
+        base_port: 0,
+        seed: 13,
+        // Sim time runs as fast as the compressed schedule.
+        acceleration: speedup,
+        activity: OFFICE_ACTIVITY,
+        ..Default::default()
+    };
+    // What the printers print during the run (computed from the same
+    // seeds and knobs, without the network).
+    let steps =
+        (CYCLE.as_secs_f64() * fraction / fleetpulse_sim::SIM_STEP.as_secs_f64()).round() as u64;
+    let pages: Vec<u64> = (0..PRINTERS)
+        .map(|i| fleetpulse_sim::pages_printed(&sim, i, 0, steps))
+        .collect();
+    let fleet = fleetpulse_sim::start(sim, shutdown.clone())
+        .await
+        .context("starting the 13 simulated printers")?;
     let devices: Vec<DeviceConfig> = fleet
         .printers()
         .iter()
@@ -293,7 +332,7 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         &relay_z,
         "benchz",
         "bench-edge-z",
-        refresh_ms,
+        &metadata,
         &[],
     );
     let cfg_n = edge_config(
@@ -302,7 +341,7 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         &relay_n,
         "benchn",
         "bench-edge-n",
-        refresh_ms,
+        &metadata,
         &[("compression.type", "none")],
     );
     for k in [&cfg_z.kafka, &cfg_n.kafka] {
@@ -357,6 +396,9 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         wall: elapsed,
         scaled,
         metadata_refresh_ms: refresh_ms,
+        metadata_max_age_ms: max_age_ms,
+        activity: OFFICE_ACTIVITY,
+        pages,
         compressed,
         uncompressed,
         records,
