@@ -57,7 +57,7 @@ pub struct SimConfig {
     pub jam_probability: f64,
     /// How often printers start printing, relative to the default (each
     /// printer's busyness is drawn from its seed; its print runs keep their
-    /// length). `1` is the default: about 200 pages per printer and sim hour,
+    /// length). `1` is the default: about 170 pages per printer and sim hour,
     /// lively for demos. `0.12` is an office volume of about 30 pages an
     /// hour (the benchmark's assumption). Within (0, 4].
     pub activity: f64,

@@ -358,7 +358,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
          i.e. ~{} pages a month in 8-hour working days (21 a month); the 100-page counter rule fires \
          for the busier ones",
         wan.activity,
-        "about 200 pages an hour, around the clock",
+        "about 170 pages an hour, around the clock",
         wan::PRINTERS,
         num(wan.per_cycle(pages_total) as f64),
         per_printer_3h,

@@ -43,7 +43,7 @@ const METADATA_MAX_AGE_KEY: &str = "metadata.max.age.ms";
 /// librdkafka's default `metadata.max.age.ms`.
 const METADATA_MAX_AGE_MS: f64 = 900_000.0;
 /// Simulator `activity` of the WAN run: an office volume. At 1 (the
-/// simulator's lively demo default) a printer prints about 200 pages an
+/// simulator's lively demo default) a printer prints about 170 pages an
 /// hour around the clock; at this value about 30 pages an hour, i.e. some
 /// 5,000 pages a month in an office's working hours, a typical office MFP
 /// volume. The pages the run's printers print are computed and printed.
