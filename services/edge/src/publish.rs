@@ -39,9 +39,12 @@ use fleetpulse_core::{codec, now_millis, Shutdown};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Partitioner, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::ClientConfig;
 
 use crate::buffer::{Buffer, Class, StoredRecord};
@@ -184,9 +187,83 @@ impl Signer {
     }
 }
 
+/// All of a connector's records go to ONE partition of each topic:
+/// `FNV-1a(connector_id) mod partitions`. librdkafka sends one Produce
+/// request per partition, so spreading a slot's few records over every
+/// partition by device key multiplies the requests (and the per-batch
+/// headers) without any benefit at a site's rate; one partition keeps each
+/// device's records in order (the message key stays the device id), and
+/// co-partitions a connector's records across topics with the same number
+/// of partitions (better replay detection in the processor, see README).
+/// Many connectors still spread over all partitions.
+#[derive(Debug, Clone, Copy)]
+pub struct ByConnector {
+    hash: u32,
+}
+
+impl ByConnector {
+    /// The partitioner of `connector_id`.
+    pub fn new(connector_id: &str) -> ByConnector {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in connector_id.as_bytes() {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        ByConnector { hash: h }
+    }
+
+    /// The partition of a topic with `partitions` partitions.
+    pub fn pick(&self, partitions: i32) -> i32 {
+        match u32::try_from(partitions) {
+            Ok(n) if n > 0 => i32::try_from(self.hash % n).unwrap_or(0),
+            // No metadata yet: librdkafka's "unassigned", it asks again.
+            _ => -1,
+        }
+    }
+}
+
+impl Partitioner for ByConnector {
+    fn partition(
+        &self,
+        _topic_name: &str,
+        _key: Option<&[u8]>,
+        partition_cnt: i32,
+        _is_partition_available: impl Fn(i32) -> bool,
+    ) -> i32 {
+        self.pick(partition_cnt)
+    }
+}
+
+/// What a send resolves to: the broker's acknowledgement, an error, or
+/// `Canceled` when the producer went away first.
+pub type Ack = futures::channel::oneshot::Receiver<Result<(), KafkaError>>;
+
+/// The producer's context: the [`ByConnector`] partitioner, and delivery
+/// reports handed to the [`Ack`] of each record.
+pub struct EdgeProducerContext {
+    partitioner: ByConnector,
+}
+
+impl ClientContext for EdgeProducerContext {}
+
+impl ProducerContext<ByConnector> for EdgeProducerContext {
+    type DeliveryOpaque = Box<futures::channel::oneshot::Sender<Result<(), KafkaError>>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tx: Self::DeliveryOpaque) {
+        let _ = tx.send(match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        });
+    }
+
+    fn get_custom_partitioner(&self) -> Option<&ByConnector> {
+        Some(&self.partitioner)
+    }
+}
+
 /// A signing Kafka producer for one connector.
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: ThreadedProducer<EdgeProducerContext, ByConnector>,
     kafka: KafkaConfig,
     signer: Arc<Signer>,
     compression: &'static str,
@@ -251,15 +328,18 @@ impl Publisher {
         kafka: &KafkaConfig,
         signer: Arc<Signer>,
     ) -> Result<Arc<Publisher>, PublishError> {
+        let context = || EdgeProducerContext {
+            partitioner: ByConnector::new(signer.connector_id()),
+        };
         let (producer, compression) = match producer_config(kafka, "zstd")?
-            .create::<FutureProducer>()
+            .create_with_context::<_, ThreadedProducer<_, _>>(context())
         {
             Ok(p) => (p, "zstd"),
             Err(e) => {
                 tracing::info!(error = %e, "zstd unavailable in this librdkafka build, using lz4");
                 (
                     producer_config(kafka, "lz4")?
-                        .create::<FutureProducer>()
+                        .create_with_context::<_, ThreadedProducer<_, _>>(context())
                         .map_err(PublishError::Create)?,
                     "lz4",
                 )
@@ -285,7 +365,7 @@ impl Publisher {
 
     /// Sign a buffered record now and queue it; the future resolves when
     /// the broker acknowledged (or librdkafka gave up on) it.
-    pub fn send(&self, r: &StoredRecord) -> Result<DeliveryFuture, PublishError> {
+    pub fn send(&self, r: &StoredRecord) -> Result<Ack, PublishError> {
         let signature = self.signer.sign(r);
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + signature.len());
         for (k, v) in r.headers.iter().chain(signature.iter()) {
@@ -294,12 +374,14 @@ impl Publisher {
                 value: Some(v.as_slice()),
             });
         }
-        let record = FutureRecord::to(&r.topic)
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let record = BaseRecord::with_opaque_to(&r.topic, Box::new(tx))
             .key(&r.key)
             .payload(&r.payload)
             .headers(headers);
         self.producer
-            .send_result(record)
+            .send(record)
+            .map(|()| rx)
             .map_err(|(source, _)| PublishError::Enqueue {
                 topic: r.topic.clone(),
                 source,
@@ -516,8 +598,8 @@ pub async fn forward(buffer: Arc<Buffer>, uplink: Uplink, shutdown: Shutdown) {
                         inflight.push(
                             fut.map(move |d| {
                                 let r = match d {
-                                    Ok(Ok(_)) => Ok(()),
-                                    Ok(Err((e, _))) => Err(e.into()),
+                                    Ok(Ok(())) => Ok(()),
+                                    Ok(Err(e)) => Err(e.into()),
                                     Err(_) => Err(KafkaError::Canceled.into()),
                                 };
                                 vec![(seq, class, r)]
