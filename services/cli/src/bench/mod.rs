@@ -353,12 +353,12 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     );
     let per_printer_3h = wan.per_cycle(pages_total) as f64 / wan::PRINTERS as f64;
     println!(
-        "print volume (assumption): an office — simulator activity {} ({} at 1); the {} printers print \
+        "print volume (assumption): an office — simulator activity {} (about 170 pages an hour, \
+         around the clock at 1); the {} printers print \
          {} pages in 3 h, {:.0} per printer (from {} to {} in the part run), about {:.0} pages an hour each, \
          i.e. ~{} pages a month in 8-hour working days (21 a month); the 100-page counter rule fires \
          for the busier ones",
         wan.activity,
-        "about 170 pages an hour, around the clock",
         wan::PRINTERS,
         num(wan.per_cycle(pages_total) as f64),
         per_printer_3h,
