@@ -281,16 +281,17 @@ impl std::fmt::Debug for Publisher {
 /// The edge's producer defaults for a thin WAN link (each unless set in
 /// `kafka.properties`): few, full batches (what leaves the site is small, so
 /// waiting a second lets a slot's records share requests and compress
-/// together); a metadata refresh every 3 h instead of every 5 minutes
-/// (librdkafka also refreshes at once on any error such as a leader change;
-/// the cache lives 3 refresh intervals, librdkafka's rule). Disabling the
+/// together); a metadata refresh every hour (librdkafka's maximum) instead
+/// of every 5 minutes (librdkafka also refreshes at once on any error such
+/// as a leader change; the cache lives 3 refresh intervals, librdkafka's
+/// rule). Disabling the
 /// periodic refresh (`-1`) was measured to be far worse: librdkafka 2.12
 /// then asked for metadata about every second. No client metrics pushed to
 /// the broker (KIP-714).
 pub const WAN_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "1000"),
-    ("topic.metadata.refresh.interval.ms", "10800000"),
-    ("metadata.max.age.ms", "32400000"),
+    ("topic.metadata.refresh.interval.ms", "3600000"),
+    ("metadata.max.age.ms", "10800000"),
     ("enable.metrics.push", "false"),
 ];
 
