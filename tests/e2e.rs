@@ -128,7 +128,7 @@ fn pipeline_end_to_end_against_tansu() {
     write(
         &d.join("edge.toml"),
         &format!(
-            "tenant_id = \"tenant-e2e\"\nconnector_id = \"{CONNECTOR}\"\nconnector_secret = \"env:FLEETPULSE_CONNECTOR_SECRET\"\npoll_interval = \"1s\"\nheartbeat_interval = \"2s\"\n\n[buffer]\ndir = \"{}\"\n\n{kafka_section}{devices}",
+            "tenant_id = \"tenant-e2e\"\nconnector_id = \"{CONNECTOR}\"\nconnector_secret = \"env:FLEETPULSE_CONNECTOR_SECRET\"\npoll_interval = \"1s\"\nheartbeat_interval = \"2s\"\n\n[schedule]\nmin_interval = \"1s\"\nstatus_interval = \"1s\"\ncounters_interval = \"1s\"\ndevice_heartbeats = \"every_poll\"\n\n[buffer]\ndir = \"{}\"\n\n{kafka_section}{devices}",
             d.join("edge-buffer").display()
         ),
     );

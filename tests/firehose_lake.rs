@@ -146,7 +146,7 @@ fn firehose_objects_land_in_the_lake_exactly_once() {
         ("FLEETPULSE_LOG", "info,rdkafka=warn"),
     ];
     let cfg = |name: &str| d.join(name).display().to_string();
-    let mut sim = Proc::spawn(&bin, "sim", &["sim", "--config", &cfg("sim.toml")], &env, d);
+    let sim = Proc::spawn(&bin, "sim", &["sim", "--config", &cfg("sim.toml")], &env, d);
     let mut edge = Proc::spawn(
         &bin,
         "edge",

@@ -27,8 +27,15 @@ fn main() {
                     .and_then(|s| s.strip_prefix('v'))
                     .and_then(|v| v.parse::<u32>().ok());
                 match (is_avsc, version) {
-                    (true, Some(v)) => entries.push((name.clone(), v, file.canonicalize().expect("listed file exists"))),
-                    _ => panic!("schemas/history/{name}/{}: expected v<N>.avsc", f.file_name().to_string_lossy()),
+                    (true, Some(v)) => entries.push((
+                        name.clone(),
+                        v,
+                        file.canonicalize().expect("listed file exists"),
+                    )),
+                    _ => panic!(
+                        "schemas/history/{name}/{}: expected v<N>.avsc",
+                        f.file_name().to_string_lossy()
+                    ),
                 }
             }
         }
@@ -36,9 +43,15 @@ fn main() {
     entries.sort();
     let mut out = String::from("/// Released schema versions: (record type name, version, .avsc text).\npub(crate) static HISTORY: &[(&str, u32, &str)] = &[\n");
     for (name, v, path) in &entries {
-        writeln!(out, "    ({name:?}, {v}, include_str!({:?})),", path.display().to_string()).expect("write to String");
+        writeln!(
+            out,
+            "    ({name:?}, {v}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .expect("write to String");
     }
     out.push_str("];\n");
-    let dest = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("schema_history.rs");
+    let dest =
+        Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("schema_history.rs");
     std::fs::write(dest, out).expect("write OUT_DIR/schema_history.rs");
 }

@@ -248,19 +248,28 @@ def cmd_dlq(a):
     print(json.dumps({"count": len(out), "records": out}))
 
 
-def sign(secret, connector_id, topic, key, batch, seq, ts, payload):
-    """Re-implementation of the connector signature (see services/core/src/signing.rs)."""
+def sign(secret, connector_id, topic, key, seq, ts, payload, corrupt=False):
+    """Re-implementation of the connector signature (services/core/src/signing.rs):
+    the Kafka headers of a signed record, i.e. one binary `fps` header of 57
+    bytes: version 1, key id (8), seq (u64 BE), ts (i64 BE), HMAC-SHA256 over
+    version, len-prefixed topic and key, seq, ts and len-prefixed payload.
+    `corrupt` flips a bit of the MAC."""
     k = hmac.new(secret, b"fleetpulse-sign-v1|" + connector_id.encode(), hashlib.sha256).digest()
-    key_id = hashlib.sha256(k).digest()[:8].hex()
+    key_id = hashlib.sha256(k).digest()[:8]
     mac = hmac.new(k, digestmod=hashlib.sha256)
-    for part in (topic.encode(), key, batch.encode()):
+    mac.update(b"\x01")
+    for part in (topic.encode(), key):
         mac.update(len(part).to_bytes(8, "big"))
         mac.update(part)
     mac.update(seq.to_bytes(8, "big"))
     mac.update(ts.to_bytes(8, "big", signed=True))
     mac.update(len(payload).to_bytes(8, "big"))
     mac.update(payload)
-    return key_id, mac.hexdigest()
+    digest = bytearray(mac.digest())
+    if corrupt:
+        digest[-1] ^= 1
+    header = b"\x01" + key_id + seq.to_bytes(8, "big") + ts.to_bytes(8, "big", signed=True) + bytes(digest)
+    return [("fps", header)]
 
 
 def cmd_inject(a):
@@ -288,25 +297,19 @@ def cmd_inject(a):
 
     p = Producer({**KAFKA_PROPS, "bootstrap.servers": a.brokers})
     ts = int(time.time() * 1000)
+    base = 0  # sequence numbers 1..4: far below any connector's (start ms x 1000)
     # 1. A status record whose signature does not match (one hex digit changed).
     st = sample[status_topic]
     key = st.key()
-    key_id, sig = sign(secret, a.connector, status_topic, key, "inject-1", 1, ts, st.value())
-    bad_sig = sig[:-1] + ("0" if sig[-1] != "0" else "1")
-    headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", "inject-1"),
-               ("fp-seq", "1"), ("fp-ts", str(ts)), ("fp-sig", bad_sig)]
+    headers = sign(secret, a.connector, status_topic, key, base + 1, ts, st.value(), corrupt=True)
     p.produce(status_topic, key=key, value=st.value(), headers=headers, on_delivery=on_delivery)
     # 2. A heartbeat payload, correctly signed, on the device_status topic.
     hb = sample[hb_topic]
-    key_id, sig = sign(secret, a.connector, status_topic, key, "inject-2", 2, ts, hb.value())
-    headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", "inject-2"),
-               ("fp-seq", "2"), ("fp-ts", str(ts)), ("fp-sig", sig)]
+    headers = sign(secret, a.connector, status_topic, key, base + 2, ts, hb.value())
     p.produce(status_topic, key=key, value=hb.value(), headers=headers, on_delivery=on_delivery)
     # 3. A status record correctly signed 10 minutes before it is produced.
     old = ts - 10 * 60 * 1000
-    key_id, sig = sign(secret, a.connector, status_topic, key, "inject-3", 3, old, st.value())
-    headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", "inject-3"),
-               ("fp-seq", "3"), ("fp-ts", str(old)), ("fp-sig", sig)]
+    headers = sign(secret, a.connector, status_topic, key, base + 3, old, st.value())
     p.produce(status_topic, key=key, value=st.value(), headers=headers, on_delivery=on_delivery)
     p.flush(30)
     # 4. A new valid status record (own event id), then the same bytes and
@@ -314,9 +317,7 @@ def cmd_inject(a):
     _, rec = decode(st.value())
     rec["event_id"] = str(uuid.uuid4())
     fresh = encode("device_status", rec)
-    key_id, sig = sign(secret, a.connector, status_topic, key, "inject-4", 4, ts, fresh)
-    headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", "inject-4"),
-               ("fp-seq", "4"), ("fp-ts", str(ts)), ("fp-sig", sig)]
+    headers = sign(secret, a.connector, status_topic, key, base + 4, ts, fresh)
     valid = []
     p.produce(status_topic, key=key, value=fresh, headers=headers,
               on_delivery=lambda err, msg: err is None and valid.append(
@@ -394,12 +395,7 @@ def cmd_canary_inject(a):
 
     def send(topic, payload, corrupt=False):
         seq[0] += 1
-        batch = f"canary-{seq[0]}"
-        key_id, sig = sign(secret, a.connector, topic, key, batch, seq[0], now, payload)
-        if corrupt:
-            sig = sig[:-1] + ("0" if sig[-1] != "0" else "1")
-        headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", batch),
-                   ("fp-seq", str(seq[0])), ("fp-ts", str(now)), ("fp-sig", sig)]
+        headers = sign(secret, a.connector, topic, key, seq[0], now, payload, corrupt=corrupt)
         p.produce(topic, key=key, value=payload, headers=headers)
 
     t = lambda name: f"{a.prefix}.raw.{name}"

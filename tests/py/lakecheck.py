@@ -110,11 +110,8 @@ def cmd_feed(a):
             topic = f"{a.prefix}.raw.{name}"
             seq += 1
             ts = int(time.time() * 1000)
-            batch = f"feed-{seq // 50}"
             key = device.encode()
-            key_id, sig = fpcheck.sign(secret, a.connector, topic, key, batch, seq, ts, payload)
-            headers = [("fp-connector", a.connector), ("fp-key-id", key_id), ("fp-batch", batch),
-                       ("fp-seq", str(seq)), ("fp-ts", str(ts)), ("fp-sig", sig)]
+            headers = fpcheck.sign(secret, a.connector, topic, key, seq, ts, payload)
             p.produce(topic, key=key, value=payload, headers=headers,
                       on_delivery=lambda err, msg, e=event_id: on_delivery(err, msg, e))
         p.poll(0)

@@ -37,7 +37,9 @@ pub struct AlerterConfig {
     /// A rise of the remaining level by more than this many percentage points
     /// between two readings means the consumable was replaced.
     pub replacement_jump_pct: f64,
-    /// The edge's poll interval: how often a healthy device sends a heartbeat.
+    /// How often a healthy device's liveness arrives: the edge's
+    /// `heartbeat_interval` (connector heartbeats list every reachable
+    /// device), or its `poll_interval` with `schedule.device_heartbeats = "every_poll"`.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// A device is silent after this many heartbeat intervals without one.
@@ -68,7 +70,7 @@ impl Default for AlerterConfig {
             min_history_span: Duration::from_secs(3600),
             depletion_threshold: Duration::from_secs(7 * 24 * 3600),
             replacement_jump_pct: 20.0,
-            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(30 * 60),
             silent_after_intervals: 3,
             check_interval: Duration::from_secs(1),
             max_devices: 100_000,
@@ -195,7 +197,7 @@ mod tests {
         assert_eq!(c.history_window, Duration::from_secs(86_400));
         assert_eq!(c.depletion_threshold, Duration::from_secs(7 * 86_400));
         assert_eq!(c.min_points, 4);
-        assert_eq!(c.silent_after(), Duration::from_secs(90));
+        assert_eq!(c.silent_after(), Duration::from_secs(90 * 60));
         assert_eq!(c.max_devices, 100_000);
         assert_eq!(c.forget_after, Duration::from_secs(7 * 86_400));
     }
@@ -237,7 +239,7 @@ mod tests {
             ("silent_after_intervals = 0", "silent_after_intervals"),
             ("max_devices = 0", "max_devices"),
             ("forget_after = \"1m\"", "forget_after"),
-            ("check_interval = \"5m\"", "check_interval"),
+            ("check_interval = \"2h\"", "check_interval"),
             ("min_history_span = \"2d\"", "min_history_span"),
             ("group_id = \"\"", "group_id"),
         ] {

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_core::codec::{self, CodecError};
 use fleetpulse_core::kafka::KafkaConfig;
-use fleetpulse_core::records::{DeviceHeartbeat, DeviceStatus, MaintenanceAlert, MaintenanceState};
+use fleetpulse_core::records::{
+    ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, MaintenanceAlert, MaintenanceState,
+};
 use fleetpulse_core::schema::RecordType;
 use fleetpulse_core::telemetry::{self, COUNTERS};
 use fleetpulse_core::{now_millis, Shutdown};
@@ -234,6 +236,15 @@ fn handle(
                 Vec::new()
             }
         },
+        Some(RecordType::ConnectorHeartbeat) => {
+            match codec::decode::<ConnectorHeartbeat>(payload) {
+                Ok(h) => monitor.on_connector_heartbeat(&h, now),
+                Err(e) => {
+                    undecodable(msg.topic(), msg.partition(), msg.offset(), &e);
+                    Vec::new()
+                }
+            }
+        }
         _ => Vec::new(),
     }
 }
@@ -243,6 +254,7 @@ pub(crate) async fn consume(config: AlerterConfig, shutdown: Shutdown) -> Result
     let kafka = &config.kafka;
     let status_topic = kafka.topic(RecordType::DeviceStatus);
     let heartbeat_topic = kafka.topic(RecordType::DeviceHeartbeat);
+    let connector_topic = kafka.topic(RecordType::ConnectorHeartbeat);
     let alert_topic = kafka.topic(RecordType::MaintenanceAlert);
     let mut monitor = Monitor::new(Rules::from_config(&config));
 
@@ -285,7 +297,11 @@ pub(crate) async fn consume(config: AlerterConfig, shutdown: Shutdown) -> Result
     .create()
     .map_err(AlerterError::kafka("create the consumer"))?;
     consumer
-        .subscribe(&[status_topic.as_str(), heartbeat_topic.as_str()])
+        .subscribe(&[
+            status_topic.as_str(),
+            heartbeat_topic.as_str(),
+            connector_topic.as_str(),
+        ])
         .map_err(AlerterError::kafka("subscribe to the raw topics"))?;
     let producer: FutureProducer = client_config(
         kafka,

@@ -1,6 +1,7 @@
 //! fleetpulse alerter: predictive maintenance from the raw device stream.
 //!
-//! The alerter reads the raw `device_status` and `device_heartbeat` topics
+//! The alerter reads the raw `device_status`, `device_heartbeat` and
+//! `connector_heartbeat` topics
 //! (not the lake) because maintenance is about *now*: a toner that will be
 //! empty on Tuesday is worth knowing about while it can still be ordered,
 //! and a printer that stopped answering matters within minutes. It publishes
@@ -21,6 +22,11 @@
 //!   be measured on event time: the alerter remembers the wall-clock receipt
 //!   of each device's last heartbeat and a ticker raises `device_silent`
 //!   when it is older than `silent_after_intervals × heartbeat_interval`.
+//!   A device's heartbeat is either a `DeviceHeartbeat` or a connector
+//!   heartbeat listing the device as reachable (the edge sends device
+//!   heartbeats only when reachability changes and carries the liveness of
+//!   every device in its own heartbeat: one record per connector and
+//!   interval instead of one per device and poll).
 //!
 //! Each condition has a stable `alert_key`; `raised` is published once when
 //! it starts to hold and `cleared` once when it stops (with hysteresis for

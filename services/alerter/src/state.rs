@@ -10,8 +10,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use fleetpulse_core::records::{
-    DeviceHeartbeat, DeviceStatus, MaintenanceAlert, MaintenanceKind, MaintenanceSeverity,
-    MaintenanceState, Supply, SCHEMA_VERSION,
+    ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, MaintenanceAlert, MaintenanceKind,
+    MaintenanceSeverity, MaintenanceState, Supply, SCHEMA_VERSION,
 };
 
 use crate::config::AlerterConfig;
@@ -400,17 +400,56 @@ impl Monitor {
         hb: &DeviceHeartbeat,
         now_ms: i64,
     ) -> Option<MaintenanceAlert> {
-        self.seen(&hb.device_id, now_ms);
+        let src = Source {
+            tenant_id: &hb.tenant_id,
+            connector_id: &hb.connector_id,
+            device_id: &hb.device_id,
+        };
+        self.alive(&src, hb.observed_at, now_ms)
+    }
+
+    /// Feed a connector heartbeat received at wall-clock `now_ms`: every
+    /// device it lists as reachable counts as having sent a heartbeat (the
+    /// edge sends device heartbeats only on reachability changes). Devices
+    /// listed as unreachable are left alone: their silence keeps growing.
+    pub(crate) fn on_connector_heartbeat(
+        &mut self,
+        hb: &ConnectorHeartbeat,
+        now_ms: i64,
+    ) -> Vec<MaintenanceAlert> {
+        hb.devices
+            .iter()
+            .filter(|d| d.reachable)
+            .filter_map(|d| {
+                let src = Source {
+                    tenant_id: &hb.tenant_id,
+                    connector_id: &hb.connector_id,
+                    device_id: &d.device_id,
+                };
+                self.alive(&src, d.last_seen_at.unwrap_or(hb.observed_at), now_ms)
+            })
+            .collect()
+    }
+
+    /// A device is alive (observed at `observed_at`), as received at `now_ms`.
+    fn alive(
+        &mut self,
+        src: &Source<'_>,
+        observed_at: i64,
+        now_ms: i64,
+    ) -> Option<MaintenanceAlert> {
+        let hb = src;
+        self.seen(hb.device_id, now_ms);
         let previous = self.heartbeats.insert(
-            hb.device_id.clone(),
+            hb.device_id.to_string(),
             LastHeartbeat {
                 received_ms: now_ms,
-                observed_at: hb.observed_at,
-                tenant_id: hb.tenant_id.clone(),
-                connector_id: hb.connector_id.clone(),
+                observed_at,
+                tenant_id: hb.tenant_id.to_string(),
+                connector_id: hb.connector_id.to_string(),
             },
         );
-        let key = silent_key(&hb.device_id);
+        let key = silent_key(hb.device_id);
         if !self.open.clear(&key) {
             return None;
         }
@@ -423,13 +462,8 @@ impl Monitor {
             ),
             None => format!("Device {} is answering again", hb.device_id),
         };
-        let src = Source {
-            tenant_id: &hb.tenant_id,
-            connector_id: &hb.connector_id,
-            device_id: &hb.device_id,
-        };
         let mut a = base_alert(
-            &src,
+            src,
             now_ms,
             key,
             MaintenanceKind::DeviceSilent,
@@ -754,6 +788,49 @@ mod tests {
                 .any(|a| a.device_id == "SN-1" && a.state == MaintenanceState::Raised),
             "re-raised after clear"
         );
+    }
+
+    #[test]
+    fn connector_heartbeat_keeps_reachable_devices_alive() {
+        use fleetpulse_core::records::DeviceLiveness;
+        let mut m = monitor(); // silent after 3 × 1000 ms
+        let chb = |reachable_1: bool| {
+            let mut h = samples::connector_heartbeat("conn-1");
+            h.devices = vec![
+                DeviceLiveness {
+                    device_id: "SN-1".into(),
+                    reachable: reachable_1,
+                    last_seen_at: Some(1_000),
+                },
+                DeviceLiveness {
+                    device_id: "SN-2".into(),
+                    reachable: true,
+                    last_seen_at: None,
+                },
+            ];
+            h
+        };
+        // A device first seen through a DeviceHeartbeat, then only through
+        // connector heartbeats: never silent while listed as reachable.
+        assert!(m.on_heartbeat(&heartbeat("SN-1"), NOW).is_none());
+        assert!(m.on_connector_heartbeat(&chb(true), NOW + 2000).is_empty());
+        assert!(m.on_connector_heartbeat(&chb(true), NOW + 4000).is_empty());
+        assert!(
+            m.tick(NOW + 6000).is_empty(),
+            "both listed reachable 2 s ago"
+        );
+        // Listed as unreachable: its silence grows from its last sign of life.
+        assert!(m.on_connector_heartbeat(&chb(false), NOW + 6500).is_empty());
+        let raised = m.tick(NOW + 7001);
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert_eq!(raised[0].device_id, "SN-1");
+        assert_eq!(raised[0].connector_id, "conn-1");
+        // Reachable again in a connector heartbeat: cleared, once.
+        let cleared = m.on_connector_heartbeat(&chb(true), NOW + 8000);
+        assert_eq!(cleared.len(), 1, "{cleared:?}");
+        assert_eq!(cleared[0].state, MaintenanceState::Cleared);
+        assert_eq!(cleared[0].alert_key, "SN-1/device_silent");
+        assert!(m.on_connector_heartbeat(&chb(true), NOW + 8500).is_empty());
     }
 
     #[test]

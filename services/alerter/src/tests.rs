@@ -66,7 +66,13 @@ async fn run_raises_depletion_and_silence_and_tail_prints_them() {
     let status_topic = kafka.topic(RecordType::DeviceStatus);
     let heartbeat_topic = kafka.topic(RecordType::DeviceHeartbeat);
     let alert_topic = kafka.topic(RecordType::MaintenanceAlert);
-    for t in [&status_topic, &heartbeat_topic, &alert_topic] {
+    let connector_topic = kafka.topic(RecordType::ConnectorHeartbeat);
+    for t in [
+        &status_topic,
+        &heartbeat_topic,
+        &alert_topic,
+        &connector_topic,
+    ] {
         cluster.create_topic(t, 1, 1).expect("topic");
     }
     let producer: FutureProducer = kafka.client_config().create().expect("producer");

@@ -3,7 +3,7 @@
 
 What a data engineer would wire up in Python to do the processor's work, on
 the same pre-encoded input (no broker): per message, read the signature
-headers, verify HMAC-SHA256 over topic|key|batch|seq|ts|payload with the
+header `fps`, verify HMAC-SHA256 over version|topic|key|seq|ts|payload with the
 connector's derived key (Python `hmac`), check the signing-time window, pick
 the schema by the single-object fingerprint, decode with fastavro's
 `schemaless_reader` (after the 10-byte header), check the connector, and
@@ -305,10 +305,10 @@ def main():
         t = Table(s["table"], s["avsc"], pkey, cfg["pseudonym_key_id"])
         tables_by_fp[bytes.fromhex(fp)] = t
         tables_by_topic[s["topic"]] = t
-    keys = {}
+    keys = {}  # key id -> (connector, key)
     for conn, secret in cfg["connectors"].items():
         k = hmac.digest(bytes.fromhex(secret), b"fleetpulse-sign-v1|" + conn.encode(), "sha256")
-        keys[conn] = (k, hashlib.sha256(k).digest()[:8].hex())
+        keys[hashlib.sha256(k).digest()[:8]] = (conn, k)
     window = cfg["signature_window_ms"]
     rows_per_file = cfg["rows_per_file"]
     level = cfg["zstd_level"]
@@ -346,20 +346,17 @@ def main():
         table = tables_by_topic.get(topic)
         if table is None:
             reject("unknown_topic"); continue
-        try:
-            conn = h["fp-connector"].decode()
-            key_id = h["fp-key-id"].decode()
-            batch = h["fp-batch"]
-            seq = int(h["fp-seq"])
-            sig_ts = int(h["fp-ts"])
-            sig = bytes.fromhex(h["fp-sig"].decode())
-        except (KeyError, ValueError):
+        fps = h.get("fps")
+        if fps is None or len(fps) != 57 or fps[0] != 1:
             reject("missing_signature"); continue
-        if conn not in keys:
+        key_id = fps[1:9]
+        seq, sig_ts = struct.unpack(">Qq", fps[9:25])
+        sig = fps[25:57]
+        if key_id not in keys:
             reject("unknown_connector"); continue
-        skey, skey_id = keys[conn]
-        msg = b"".join((lp(topic.encode()), lp(key), lp(batch), struct.pack(">Qq", seq, sig_ts), lp(payload)))
-        if key_id != skey_id or not hmac.compare_digest(hmac.digest(skey, msg, "sha256"), sig):
+        conn, skey = keys[key_id]
+        msg = b"".join((b"\x01", lp(topic.encode()), lp(key), struct.pack(">Qq", seq, sig_ts), lp(payload)))
+        if not hmac.compare_digest(hmac.digest(skey, msg, "sha256"), sig):
             reject("bad_signature"); continue
         reference = min(ts, now_ms) if ts > 0 else now_ms
         if abs(sig_ts - reference) > window:

@@ -248,6 +248,9 @@ pub(crate) async fn run(args: UpArgs, shutdown: Shutdown) -> anyhow::Result<()> 
         connector_id: connector_id.clone(),
         connector_secret: keys.connector_secret.clone(),
         poll_interval: args.poll_interval,
+        // A demo: everything after every poll, liveness as often.
+        heartbeat_interval: args.poll_interval,
+        schedule: fleetpulse_edge::ScheduleConfig::every_poll(),
         kafka: kafka.clone(),
         buffer: fleetpulse_edge::BufferConfig {
             dir: buffer_dir,

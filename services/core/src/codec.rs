@@ -136,11 +136,12 @@ pub fn decode_value(bytes: &[u8]) -> Result<(RecordType, Value), CodecError> {
     // truncation detectable: a complete datum leaves exactly the sentinel.
     let sentinel = [0u8; 1];
     let mut reader = std::io::Read::chain(&bytes[10..], &sentinel[..]);
-    let value =
-        apache_avro::from_avro_datum(schema, &mut reader, resolve_to).map_err(|e| CodecError::Datum {
+    let value = apache_avro::from_avro_datum(schema, &mut reader, resolve_to).map_err(|e| {
+        CodecError::Datum {
             record_type,
             reason: e.to_string(),
-        })?;
+        }
+    })?;
     let (rest, tail) = reader.into_inner();
     if tail.is_empty() {
         return Err(CodecError::Datum {

@@ -21,16 +21,16 @@
 //! | `v`       | number    | `1` (format version; readers reject others) |
 //! | `topic`   | string    | the Kafka topic the record would have had, e.g. `fleetpulse.raw.device_status` (it is signed) |
 //! | `key`     | string    | the message key, standard base64 with padding (RFC 4648 §4) |
-//! | `headers` | array     | `[name, value]` pairs in order: `name` a string, `value` base64 of the header bytes; the six signature headers `fp-connector`, `fp-key-id`, `fp-batch`, `fp-seq`, `fp-ts`, `fp-sig` (see [`crate::signing`]) and, on dead letters, the `fp-error-*` headers |
+//! | `headers` | array     | `[name, value]` pairs in order: `name` a string, `value` base64 of the header bytes; the signature header `fps` (57 bytes, see [`crate::signing`]) and, on dead letters, the `fp-error-*` headers |
 //! | `payload` | string    | the record value, base64: Avro single-object encoding (`C3 01` + fingerprint + datum), or the raw device response on the DLQ topic |
 //!
-//! The signature is `HMAC-SHA256` over (topic, key, batch, seq, ts,
-//! payload) as on Kafka: verify with
+//! The signature is `HMAC-SHA256` over (topic, key, seq, ts, payload) as
+//! on Kafka: verify with
 //! [`SigningKey::verify`](crate::signing::SigningKey::verify)`(topic, key,
 //! &env.signature_fields()?, payload)`. Anything changed in the line (the
 //! topic included) breaks it. A record may appear more than once (Firehose
 //! is at-least-once, and the edge re-sends what was not acknowledged); the
-//! `fp-seq` / event id make duplicates recognisable.
+//! sequence number in `fps` / the event id make duplicates recognisable.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -159,15 +159,12 @@ pub fn decode_object(bytes: &[u8]) -> impl Iterator<Item = Result<Envelope, Enve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::{
-        SigningKey, HDR_BATCH, HDR_CONNECTOR, HDR_KEY_ID, HDR_SEQ, HDR_SIG, HDR_TS,
-    };
+    use crate::signing::{SigningKey, HDR_SIG};
 
     fn signed(k: &SigningKey, seq: u64, payload: &[u8]) -> Envelope {
         let sig = k.sign(
             "fp.raw.device_status",
             b"dev-1",
-            "b1",
             seq,
             1_700_000_000_000,
             payload,
@@ -175,14 +172,7 @@ mod tests {
         Envelope {
             topic: "fp.raw.device_status".into(),
             key: b"dev-1".to_vec(),
-            headers: vec![
-                (HDR_CONNECTOR.into(), b"c1".to_vec()),
-                (HDR_KEY_ID.into(), k.key_id().as_bytes().to_vec()),
-                (HDR_BATCH.into(), b"b1".to_vec()),
-                (HDR_SEQ.into(), seq.to_string().into_bytes()),
-                (HDR_TS.into(), b"1700000000000".to_vec()),
-                (HDR_SIG.into(), sig.into_bytes()),
-            ],
+            headers: vec![(HDR_SIG.into(), sig.to_bytes().to_vec())],
             payload: payload.to_vec(),
         }
     }
@@ -208,7 +198,7 @@ mod tests {
             .is_err());
         // The documented member order.
         let text = String::from_utf8(a.to_line()).unwrap();
-        assert!(text.starts_with("{\"v\":1,\"topic\":\"fp.raw.device_status\",\"key\":\"ZGV2LTE=\",\"headers\":[[\"fp-connector\",\"YzE=\"]"), "{text}");
+        assert!(text.starts_with("{\"v\":1,\"topic\":\"fp.raw.device_status\",\"key\":\"ZGV2LTE=\",\"headers\":[[\"fps\",\""), "{text}");
     }
 
     #[test]

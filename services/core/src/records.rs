@@ -542,6 +542,28 @@ pub struct MarkerCounter {
     pub life_count: i64,
     /// prtMarkerPowerOnCount.
     pub power_on_count: Option<i64>,
+    /// What happened to `life_count` since the previous record of this marker.
+    #[serde(default)]
+    pub event: CounterEvent,
+    /// When `event` is `Wrapped`: the modulus it wrapped at.
+    #[serde(default)]
+    pub wrap_modulus: Option<i64>,
+    /// When `event` is `Wrapped` or `Reset`: `life_count` of the previous record.
+    #[serde(default)]
+    pub previous_life_count: Option<i64>,
+}
+
+/// What happened to a marker's life count between two records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CounterEvent {
+    /// It grew or stayed the same.
+    #[default]
+    None,
+    /// It passed its modulus (2^32, 1,000,000 or 2^24) and restarted from 0.
+    Wrapped,
+    /// It went back for another reason (board or counter replaced, reset).
+    Reset,
 }
 
 envelope_fields! {
@@ -702,7 +724,21 @@ envelope_fields! {
         pub last_upload_at: Option<i64>,
         /// Seconds since start.
         pub uptime_s: i64,
+        /// Liveness of every device the connector polls (known by serial).
+        #[serde(default)]
+        pub devices: Vec<DeviceLiveness>,
     }
+}
+
+/// One device's liveness, as carried in a [`ConnectorHeartbeat`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLiveness {
+    /// Serial number.
+    pub device_id: String,
+    /// The device answered its last poll.
+    pub reachable: bool,
+    /// When it last answered a poll (ms).
+    pub last_seen_at: Option<i64>,
 }
 
 /// Kind of maintenance alert.

@@ -68,7 +68,11 @@ pub fn device_status(device_id: &str) -> DeviceStatus {
 pub fn usage_counters(device_id: &str) -> UsageCounters {
     with_env!(UsageCounters, device_id, {
         markers: vec![MarkerCounter { marker_index: 1, device_index: 1, unit: CounterUnit::Impressions,
-            life_count: 123_456, power_on_count: Some(42) }],
+            life_count: 123_456, power_on_count: Some(42), event: CounterEvent::None,
+            wrap_modulus: None, previous_life_count: None },
+            MarkerCounter { marker_index: 2, device_index: 1, unit: CounterUnit::Impressions,
+            life_count: 17, power_on_count: None, event: CounterEvent::Wrapped,
+            wrap_modulus: Some(1_000_000), previous_life_count: Some(999_990) }],
     })
 }
 
@@ -131,6 +135,10 @@ pub fn connector_heartbeat(connector_id: &str) -> ConnectorHeartbeat {
         oldest_buffered_age_ms: None,
         last_upload_at: Some(1_763_700_000_000),
         uptime_s: 3600,
+        devices: vec![
+            DeviceLiveness { device_id: "SN-0001".into(), reachable: true, last_seen_at: Some(1_763_700_000_000) },
+            DeviceLiveness { device_id: "SN-0002".into(), reachable: false, last_seen_at: None },
+        ],
     })
 }
 

@@ -35,7 +35,7 @@ fn current_schema_is_a_released_version() {
             current.is_some(),
             "schemas/{t}.avsc changed but is not recorded as a released version: \
              check it passes this test, then copy it to schemas/history/{t}/v{}.avsc \
-             and bump its schema_version default",
+            ",
             latest + 1
         );
         assert_eq!(
@@ -109,13 +109,20 @@ fn records_written_with_any_released_version_decode_to_the_current_layout() {
         let (_, current_value) = codec::decode_value(&sample).expect("sample decodes");
         let old_value = project(&current_value, &w.schema);
         let bytes = encode_with(w, old_value);
-        assert_eq!(writer_schema(&bytes[2..10]).map(|x| x.version), Some(w.version));
-        let (found, value) = codec::decode_value(&bytes)
-            .unwrap_or_else(|e| panic!("{t} v{}: {e}", w.version));
+        assert_eq!(
+            writer_schema(&bytes[2..10]).map(|x| x.version),
+            Some(w.version)
+        );
+        let (found, value) =
+            codec::decode_value(&bytes).unwrap_or_else(|e| panic!("{t} v{}: {e}", w.version));
         assert_eq!(found, t);
         // Resolved to the current schema: it re-encodes with the current one.
-        codec::encode_value(t, value)
-            .unwrap_or_else(|e| panic!("{t} v{} did not resolve to the current schema: {e}", w.version));
+        codec::encode_value(t, value).unwrap_or_else(|e| {
+            panic!(
+                "{t} v{} did not resolve to the current schema: {e}",
+                w.version
+            )
+        });
     }
 }
 
@@ -135,20 +142,22 @@ fn an_added_field_with_a_default_is_filled_on_read() {
         "the newest field of {t} ({}) has no default: old data cannot be read",
         last.name
     );
-    let mut json: serde_json::Value =
-        serde_json::from_str(t.source()).expect("schema is JSON");
+    let mut json: serde_json::Value = serde_json::from_str(t.source()).expect("schema is JSON");
     json["fields"].as_array_mut().expect("fields").pop();
     let older = apache_avro::Schema::parse_str(&json.to_string()).expect("reduced schema parses");
     SchemaCompatibility::can_read(&older, t.schema()).expect("current reads the older layout");
     let sample = codec::encode_value(t, sample_value(t)).expect("sample encodes");
     let (_, value) = codec::decode_value(&sample).expect("sample decodes");
     let datum = apache_avro::to_avro_datum(&older, project(&value, &older)).expect("fits");
-    let resolved = apache_avro::from_avro_datum(&older, &mut &datum[..], Some(t.schema()))
-        .expect("resolves");
+    let resolved =
+        apache_avro::from_avro_datum(&older, &mut &datum[..], Some(t.schema())).expect("resolves");
     let Value::Record(fields) = resolved else {
         panic!("not a record")
     };
-    assert_eq!(fields.last().map(|(n, _)| n.as_str()), Some(last.name.as_str()));
+    assert_eq!(
+        fields.last().map(|(n, _)| n.as_str()),
+        Some(last.name.as_str())
+    );
 }
 
 fn sample_value(t: RecordType) -> Value {

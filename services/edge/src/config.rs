@@ -50,7 +50,8 @@ pub struct EdgeConfig {
     /// Time between two polls of the same device.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Time between two connector heartbeats.
+    /// Time between two connector heartbeats (version, buffer, and the
+    /// liveness of every device: the alerter's `heartbeat_interval`).
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// SNMP timeouts, retries and limits.
@@ -81,12 +82,126 @@ pub struct EdgeConfig {
     pub shutdown_grace: Duration,
     /// Network discovery (off unless `discovery.targets` is set).
     pub discovery: DiscoveryConfig,
+    /// What is sent when: status, counters, device heartbeats (`[schedule]`).
+    pub schedule: ScheduleConfig,
     /// What identifying device data leaves the site (see [`crate::privacy`]).
     pub privacy: crate::privacy::PrivacyConfig,
     /// Restarting stuck pollers and reporting health (see [`crate::watchdog`]).
     pub watchdog: crate::watchdog::WatchdogConfig,
     /// Signed configuration from the Kafka control topic (see [`crate::control`]).
     pub control: crate::control::ControlConfig,
+}
+
+/// When device heartbeats are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceHeartbeats {
+    /// Only when a device answers again after unanswered polls; liveness is
+    /// otherwise carried by the connector heartbeat's `devices` list.
+    #[default]
+    OnChange,
+    /// After every answered poll (one record per device and poll).
+    EveryPoll,
+}
+
+/// `[schedule]`: what leaves the site when. Devices are read every
+/// `poll_interval` (cheap, on the LAN); what is read is sent on this
+/// schedule (see the crate docs for the rules).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Time between two status records of a device (supplies, trays, state),
+    /// aligned across devices; sooner on a significant change.
+    #[serde(with = "humantime_serde")]
+    pub status_interval: Duration,
+    /// Time between two usage-counter records of a device, aligned across
+    /// devices; sooner after `counters_after_pages` or `counters_after_jobs`,
+    /// or on a counter wrap or reset.
+    #[serde(with = "humantime_serde")]
+    pub counters_interval: Duration,
+    /// Send counters once this many pages were printed since the last record.
+    pub counters_after_pages: u64,
+    /// Send counters once this many jobs finished since the last record
+    /// (where the driver knows jobs; 2D printers over SNMP/IPP count pages only).
+    pub counters_after_jobs: u64,
+    /// Lower bound of `status_interval` and `counters_interval` (the vendors'
+    /// "at most every 30 minutes"). Lower it only for tests and demos.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// `on_change` (default) or `every_poll`.
+    pub device_heartbeats: DeviceHeartbeats,
+    /// Supply level (percent) under which a crossing sends the status at once.
+    pub supply_low_percent: u8,
+    /// Last counter readings, kept across restarts (default: `counters.json`
+    /// next to `buffer.dir`).
+    pub counters_state_file: Option<std::path::PathBuf>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            status_interval: Duration::from_secs(3 * 3600),
+            counters_interval: Duration::from_secs(3 * 3600),
+            counters_after_pages: 100,
+            counters_after_jobs: 19,
+            min_interval: Duration::from_secs(30 * 60),
+            device_heartbeats: DeviceHeartbeats::OnChange,
+            supply_low_percent: 10,
+            counters_state_file: None,
+        }
+    }
+}
+
+impl ScheduleConfig {
+    /// Everything after every poll (tests, demos): intervals of 1 s, device
+    /// heartbeats every poll.
+    pub fn every_poll() -> ScheduleConfig {
+        ScheduleConfig {
+            status_interval: Duration::from_secs(1),
+            counters_interval: Duration::from_secs(1),
+            min_interval: Duration::from_secs(1),
+            device_heartbeats: DeviceHeartbeats::EveryPoll,
+            ..Default::default()
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.min_interval < Duration::from_secs(1) {
+            return Err(bad("schedule.min_interval", "must be at least 1s"));
+        }
+        for (key, v) in [
+            ("schedule.status_interval", self.status_interval),
+            ("schedule.counters_interval", self.counters_interval),
+        ] {
+            if v < self.min_interval {
+                return Err(bad(
+                    key,
+                    format!(
+                        "{} is below schedule.min_interval ({}); lower schedule.min_interval only for tests and demos",
+                        humantime_serde::re::humantime::format_duration(v),
+                        humantime_serde::re::humantime::format_duration(self.min_interval)
+                    ),
+                ));
+            }
+        }
+        if self.counters_after_pages == 0 {
+            return Err(bad("schedule.counters_after_pages", "must be at least 1"));
+        }
+        if self.counters_after_jobs == 0 {
+            return Err(bad("schedule.counters_after_jobs", "must be at least 1"));
+        }
+        if self.supply_low_percent > 100 {
+            return Err(bad("schedule.supply_low_percent", "must be within 0..=100"));
+        }
+        if self
+            .counters_state_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(bad("schedule.counters_state_file", "must not be empty"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for EdgeConfig {
@@ -97,7 +212,7 @@ impl Default for EdgeConfig {
             connector_secret: String::new(),
             devices: Vec::new(),
             poll_interval: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(30 * 60),
             snmp: SnmpOptions::default(),
             ipp: IppOptions::default(),
             https3d: Default::default(),
@@ -109,6 +224,7 @@ impl Default for EdgeConfig {
             max_concurrent_polls: 64,
             shutdown_grace: Duration::from_secs(2),
             discovery: DiscoveryConfig::default(),
+            schedule: ScheduleConfig::default(),
             privacy: Default::default(),
             watchdog: Default::default(),
             control: Default::default(),
@@ -205,6 +321,7 @@ impl Validate for EdgeConfig {
         if self.heartbeat_interval < Duration::from_secs(1) {
             return Err(bad("heartbeat_interval", "must be at least 1s"));
         }
+        self.schedule.check()?;
         if self.max_concurrent_polls == 0 {
             return Err(bad("max_concurrent_polls", "must be at least 1"));
         }
@@ -282,7 +399,11 @@ retries = 1
         let c: EdgeConfig = from_toml(BASE).unwrap();
         assert_eq!(c.devices[0].community, "public");
         assert_eq!(c.poll_interval, Duration::from_secs(10));
-        assert_eq!(c.heartbeat_interval, Duration::from_secs(60));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30 * 60));
+        assert_eq!(c.schedule, ScheduleConfig::default());
+        assert_eq!(c.schedule.status_interval, Duration::from_secs(3 * 3600));
+        assert_eq!(c.schedule.counters_after_pages, 100);
+        assert_eq!(c.schedule.counters_after_jobs, 19);
         assert_eq!(c.snmp.timeout, Duration::from_millis(500));
         assert_eq!(c.snmp.max_repetitions, 20);
         assert_eq!(c.max_concurrent_polls, 64);
@@ -348,6 +469,38 @@ retries = 1
         let no_devices = "tenant_id = \"t\"\nconnector_id = \"c\"\nconnector_secret = \"x\"\n";
         let err = from_toml::<EdgeConfig>(no_devices).unwrap_err().to_string();
         assert!(err.contains("devices"), "{err}");
+    }
+
+    #[test]
+    fn schedule_keys() {
+        let c: EdgeConfig = from_toml(&format!(
+            "{BASE}\n[schedule]\nstatus_interval = \"1h\"\ncounters_interval = \"30m\"\n\
+             counters_after_pages = 50\ncounters_after_jobs = 5\ndevice_heartbeats = \"every_poll\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.schedule.status_interval, Duration::from_secs(3600));
+        assert_eq!(c.schedule.counters_interval, Duration::from_secs(1800));
+        assert_eq!(c.schedule.device_heartbeats, DeviceHeartbeats::EveryPoll);
+        for (toml, key) in [
+            ("status_interval = \"10m\"", "schedule.status_interval"),
+            ("counters_interval = \"29m\"", "schedule.counters_interval"),
+            ("counters_after_pages = 0", "schedule.counters_after_pages"),
+            ("counters_after_jobs = 0", "schedule.counters_after_jobs"),
+            ("min_interval = \"0s\"", "schedule.min_interval"),
+            ("supply_low_percent = 101", "schedule.supply_low_percent"),
+            ("bogus = 1", "bogus"),
+        ] {
+            let err = from_toml::<EdgeConfig>(&format!("{BASE}\n[schedule]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        // Short intervals need the explicit floor override (tests, demos).
+        let c: EdgeConfig = from_toml(&format!(
+            "{BASE}\n[schedule]\nmin_interval = \"1s\"\nstatus_interval = \"5s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.schedule.status_interval, Duration::from_secs(5));
     }
 
     #[test]

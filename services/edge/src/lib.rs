@@ -64,6 +64,7 @@ pub mod alerts;
 pub mod buffer;
 pub mod config;
 pub mod control;
+pub mod counters;
 pub mod device;
 pub mod discovery;
 pub mod http3d;
@@ -74,6 +75,7 @@ pub mod privacy;
 pub mod publish;
 pub mod reload;
 pub mod report;
+mod schedule;
 pub mod snmp;
 mod supervisor;
 pub mod uplink;
@@ -89,7 +91,7 @@ use fleetpulse_core::config::ConfigError;
 use fleetpulse_core::Shutdown;
 
 pub use buffer::{Buffer, BufferConfig, BufferError};
-pub use config::{DeviceConfig, EdgeConfig};
+pub use config::{DeviceConfig, DeviceHeartbeats, EdgeConfig, ScheduleConfig};
 pub use device::{poll_configured, poll_device, poll_device_with, DeviceSnapshot, PollError};
 pub use http3d::{poll_3d, Https3dClient, Https3dError, Https3dOptions, Snapshot3d, TlsTrust};
 pub use ipp::{poll_ipp, IppError, IppOptions, IppTarget};
@@ -285,9 +287,17 @@ async fn run_inner(
         }
         None => (None, None),
     };
+    // Counter readings are saved periodically and once more after the last poll.
+    let saver = tokio::spawn(poller::counters_saver(
+        shared.counters.clone(),
+        config.poll_interval.max(Duration::from_secs(10)),
+        config.shutdown_grace,
+        shutdown.clone(),
+    ));
     supervisor::Supervisor::new(config, shared, shutdown, forwarder_alive)
         .run(found, Some(reload_rx))
         .await;
+    let _ = saver.await;
     for t in [control_task, relay].into_iter().flatten() {
         let _ = t.await;
     }

@@ -459,6 +459,9 @@ pub fn counters(data: &MibData) -> Vec<MarkerCounter> {
                 unit: CounterUnit::from_mib(int_of(cols.get(&3)).unwrap_or(2)),
                 life_count: int_of(cols.get(&4))?,
                 power_on_count: int_of(cols.get(&5)),
+                event: Default::default(),
+                wrap_modulus: None,
+                previous_life_count: None,
             })
         })
         .collect()

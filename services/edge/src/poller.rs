@@ -29,7 +29,7 @@
 //! configured device turns out to have the same serial.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,18 +37,20 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_core::kafka::KafkaConfig;
 use fleetpulse_core::records::{
-    AlertEvent, AlertTransition, ConnectorHeartbeat, DeviceHeartbeat, DeviceStatus, UsageCounters,
-    SCHEMA_VERSION,
+    AlertEvent, AlertTransition, ConnectorHeartbeat, DeviceHeartbeat, DeviceLiveness, DeviceStatus,
+    UsageCounters, SCHEMA_VERSION,
 };
 use fleetpulse_core::{new_event_id, Shutdown};
 use tokio::sync::{watch, Semaphore};
 
 use crate::alerts::{AlertRow, AlertTracker};
 use crate::buffer::{AppendOutcome, Buffer, BufferError, Rejected, StoredRecord};
+use crate::counters::CounterStore;
 use crate::device::{poll_configured, DeviceSnapshot, PollError};
 use crate::discovery::Discovered;
 use crate::privacy::{self, Policy};
 use crate::publish::{self, PublishError};
+use crate::schedule::DevicePlan;
 use crate::snmp::{split_host_port, SnmpOptions, SnmpSession};
 use crate::watchdog::Progress;
 
@@ -174,18 +176,23 @@ pub(crate) fn records_of(
     }
 }
 
-/// Encode one poll's records under one batch id (privacy applied).
+/// Encode what the schedule sends of one poll's records under one batch id
+/// (privacy applied).
 fn encode_records(
     kafka: &KafkaConfig,
     policy: &Policy,
     r: &PollRecords,
+    d: &crate::schedule::Decision,
 ) -> Result<Vec<StoredRecord>, PublishError> {
     let batch = uuid::Uuid::now_v7().to_string();
-    let mut out = vec![
-        privacy::stored(kafka, policy, &r.heartbeat, &batch)?,
-        privacy::stored(kafka, policy, &r.status, &batch)?,
-    ];
-    if let Some(c) = &r.counters {
+    let mut out = Vec::new();
+    if d.heartbeat {
+        out.push(privacy::stored(kafka, policy, &r.heartbeat, &batch)?);
+    }
+    if d.status {
+        out.push(privacy::stored(kafka, policy, &r.status, &batch)?);
+    }
+    if let Some(c) = r.counters.as_ref().filter(|_| d.counters) {
         out.push(privacy::stored(kafka, policy, c, &batch)?);
     }
     for a in &r.alerts {
@@ -289,9 +296,47 @@ pub(crate) struct Shared {
     pub(crate) reachable: Mutex<Vec<Arc<AtomicBool>>>,
     /// Who polls which serial (dedupe of configured and discovered devices).
     pub(crate) registry: Mutex<Registry>,
+    /// What is sent when.
+    pub(crate) schedule: crate::config::ScheduleConfig,
+    /// Interval due times are aligned on this (the connector's start).
+    pub(crate) anchor: tokio::time::Instant,
+    /// Last counter readings per device (saved across restarts; kept across reloads).
+    pub(crate) counters: Arc<Mutex<CounterStore>>,
+    /// Liveness by serial, carried in the connector heartbeat (kept across reloads).
+    pub(crate) liveness: Arc<Mutex<BTreeMap<String, DeviceLiveness>>>,
 }
 
 impl Shared {
+    /// Record whether `device_id` answered a poll at `at`.
+    pub(crate) fn set_liveness(&self, device_id: &str, reachable: bool, at: i64) {
+        let mut l = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let e = l
+            .entry(device_id.to_string())
+            .or_insert_with(|| DeviceLiveness {
+                device_id: device_id.to_string(),
+                reachable,
+                last_seen_at: None,
+            });
+        e.reachable = reachable;
+        if reachable {
+            e.last_seen_at = Some(at);
+        }
+    }
+
+    /// A fresh schedule state: aligned on the connector's start; the first
+    /// records wait for the end of the first round of polls.
+    pub(crate) fn new_plan(&self) -> DevicePlan {
+        DevicePlan::new(self.anchor).starting_at(self.anchor + self.poll_interval)
+    }
+
+    /// A device no longer polled here leaves the liveness list.
+    pub(crate) fn forget_liveness(&self, device_id: &str) {
+        self.liveness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(device_id);
+    }
+
     /// (devices, devices reachable at their last poll).
     fn reachable_counts(&self) -> (usize, usize) {
         let r = self.reachable.lock().unwrap_or_else(|p| p.into_inner());
@@ -329,6 +374,17 @@ pub(crate) struct Slot {
     discovered_serial: Option<String>,
     /// Busy mark read by the watchdog.
     pub(crate) progress: Progress,
+    /// What the schedule sent last: kept across task restarts (watchdog,
+    /// reload), so a restarted task does not send everything again.
+    pub(crate) plan: Arc<Mutex<PlanState>>,
+}
+
+/// A device task's schedule state and the device it belongs to.
+#[derive(Debug)]
+pub(crate) struct PlanState {
+    /// Serial of the device last answering at the slot's address.
+    pub(crate) device_id: Option<String>,
+    pub(crate) plan: DevicePlan,
 }
 
 /// Poll one device until shutdown (or, for a discovered device, until a
@@ -337,8 +393,15 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
     // 3D printers have their own loop (they also store finished jobs).
     let device = slot.target.borrow().clone();
     if device.protocol == crate::config::Protocol::Https3d {
-        return crate::http3d::device_task(device, slot.reachable, slot.progress, shared, shutdown)
-            .await;
+        return crate::http3d::device_task(
+            device,
+            slot.reachable,
+            slot.progress,
+            slot.plan,
+            shared,
+            shutdown,
+        )
+        .await;
     }
     // Discovered devices are polled at once (they were either just found or
     // loaded from the state file on restart); configured ones are spread.
@@ -352,6 +415,9 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
     }
     let session = SnmpSession::new();
     let mut tracker = AlertTracker::new();
+    // Regular polls keep this device's phase (its start offset); a poll at a
+    // periodic due time is extra and does not move it.
+    let mut next_regular = tokio::time::Instant::now();
     loop {
         let device = slot.target.borrow_and_update().clone();
         if let Some(serial) = &slot.discovered_serial {
@@ -373,7 +439,8 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
         let busy = slot.progress.enter();
         crate::watchdog::stall_point(&device.address).await;
         let started = Instant::now();
-        let next_poll = tokio::time::Instant::now();
+        let polled_at = tokio::time::Instant::now();
+        let regular = polled_at >= next_regular;
         // An in-flight poll may finish within the grace period after shutdown.
         let grace = async {
             shutdown.cancelled().await;
@@ -396,11 +463,47 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
                         .configured_serials
                         .insert(snapshot.identity.device_id.clone());
                 }
-                let records = records_of(&shared.origin, &snapshot, &mut tracker);
-                let stored = match encode_records(&shared.kafka, &shared.privacy, &records) {
-                    Ok(batch) => store(&shared.buffer, batch).await,
-                    Err(e) => Err(e.into()),
+                let mut records = records_of(&shared.origin, &snapshot, &mut tracker);
+                let device_id = &snapshot.identity.device_id;
+                shared.set_liveness(device_id, true, snapshot.polled_at);
+                let decision = {
+                    let mut ps = slot.plan.lock().unwrap_or_else(|p| p.into_inner());
+                    if ps.device_id.as_deref() != Some(device_id.as_str()) {
+                        // Another device answers at this address: a fresh plan.
+                        if let Some(old) = ps.device_id.take() {
+                            shared.forget_liveness(&old);
+                        }
+                        ps.plan = shared.new_plan();
+                        ps.device_id = Some(device_id.clone());
+                    }
+                    let mut store = shared.counters.lock().unwrap_or_else(|p| p.into_inner());
+                    let counters = store.device(device_id);
+                    let observed = counters.observe(
+                        &device.address,
+                        snapshot
+                            .identity
+                            .sys_uptime_ticks
+                            .and_then(|t| u64::try_from(t).ok()),
+                        &snapshot.counters,
+                        0,
+                    );
+                    let d = ps.plan.on_poll(
+                        &shared.schedule,
+                        tokio::time::Instant::now(),
+                        &mut records,
+                        observed,
+                    );
+                    if let Some(c) = records.counters.as_mut().filter(|_| d.counters) {
+                        counters.mark_sent(&mut c.markers);
+                    }
+                    d
                 };
+                scheduled(&device.address, &decision);
+                let stored =
+                    match encode_records(&shared.kafka, &shared.privacy, &records, &decision) {
+                        Ok(batch) => store(&shared.buffer, batch).await,
+                        Err(e) => Err(e.into()),
+                    };
                 match stored {
                     Ok(outcome) => device_polled(
                         &device.address,
@@ -413,6 +516,13 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
             }
             Err(e) => {
                 reachable.store(false, Ordering::Relaxed);
+                {
+                    let mut ps = slot.plan.lock().unwrap_or_else(|p| p.into_inner());
+                    ps.plan.unanswered();
+                    if let Some(id) = &ps.device_id {
+                        shared.set_liveness(id, false, 0);
+                    }
+                }
                 if let Some(raw) = e.raw_response() {
                     device_garbled(&device.address, &e, raw.len());
                     let batch = uuid::Uuid::now_v7().to_string();
@@ -434,14 +544,40 @@ pub(crate) async fn device_task(mut slot: Slot, shared: Arc<Shared>, shutdown: S
             }
         }
         drop(busy);
-        let delay = session.next_poll_delay(shared.poll_interval);
-        if delay > shared.poll_interval {
-            poll_backed_off(&device.address, delay);
+        if regular {
+            let delay = session.next_poll_delay(shared.poll_interval);
+            if delay > shared.poll_interval {
+                poll_backed_off(&device.address, delay);
+            }
+            next_regular = polled_at + delay;
         }
+        // Status and counters fall due at the same aligned instant for every
+        // device: poll then, so their records share producer batches.
+        let next_due = slot
+            .plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plan
+            .next_due();
+        let wake = match next_due {
+            Some(due) if due > polled_at && due < next_regular => due,
+            _ => next_regular,
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep_until(next_poll + delay) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
+    }
+}
+
+fn scheduled(address: &str, d: &crate::schedule::Decision) {
+    if let Some(reason) = d.status_reason {
+        tracing::debug!(address, reason, "status record due");
+        metrics::counter!("fleetpulse_edge_status_sent_total", "reason" => reason).increment(1);
+    }
+    if let Some(reason) = d.counters_reason {
+        tracing::debug!(address, reason, "usage counters due");
+        metrics::counter!("fleetpulse_edge_counters_sent_total", "reason" => reason).increment(1);
     }
 }
 
@@ -451,15 +587,28 @@ fn poll_backed_off(address: &str, delay: Duration) {
 }
 
 /// Store a connector heartbeat every `interval` until shutdown.
+///
+/// The first one goes at the end of the first round of polls (start +
+/// `poll_interval`, so it lists every device), the next ones on the slots
+/// start + k × `interval`, where the devices' held records go too (one
+/// request per slot; see [`crate::schedule`]). Reloads keep the start.
 pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shutdown: Shutdown) {
-    let started = Instant::now();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let first = shared.anchor + shared.poll_interval;
+    let mut next = if tokio::time::Instant::now() <= first {
+        first
+    } else {
+        crate::schedule::next_due(shared.anchor, interval, tokio::time::Instant::now())
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
+        next = crate::schedule::next_due(
+            shared.anchor,
+            interval,
+            next.max(tokio::time::Instant::now()),
+        );
         let o = &shared.origin;
         let (device_count, reachable) = shared.reachable_counts();
         let stats = shared.buffer.stats();
@@ -475,7 +624,14 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
                 buffer_depth: i64::try_from(stats.records).unwrap_or(i64::MAX),
                 oldest_buffered_age_ms: stats.oldest_enqueued_at.map(|t| (now - t).max(0)),
                 last_upload_at: shared.buffer.last_upload_at(),
-                uptime_s: i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX),
+                uptime_s: i64::try_from(shared.anchor.elapsed().as_secs()).unwrap_or(i64::MAX),
+                devices: shared
+                    .liveness
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .cloned()
+                    .collect(),
             }
         );
         let batch = uuid::Uuid::now_v7().to_string();
@@ -488,6 +644,33 @@ pub(crate) async fn heartbeat_task(shared: Arc<Shared>, interval: Duration, shut
         }
         metrics::gauge!("fleetpulse_edge_devices_reachable").set(reachable as f64);
     }
+}
+
+/// Save the counter readings every `every` and once more after shutdown
+/// (after `grace`, so in-flight polls record their readings first).
+pub(crate) async fn counters_saver(
+    counters: Arc<Mutex<CounterStore>>,
+    every: Duration,
+    grace: Duration,
+    shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => save_counters(&counters).await,
+        }
+    }
+    tokio::time::sleep(grace).await;
+    save_counters(&counters).await;
+}
+
+/// Save the counter readings (if changed) off the async threads.
+async fn save_counters(counters: &Arc<Mutex<CounterStore>>) {
+    let c = counters.clone();
+    let _ = tokio::task::spawn_blocking(move || c.lock().unwrap_or_else(|p| p.into_inner()).save())
+        .await;
 }
 
 // --- supervisor hooks (the tasks themselves are run by crate::supervisor) ---
@@ -517,6 +700,15 @@ pub(crate) fn forget_configured(shared: &Shared, d: &crate::DeviceTarget, slot: 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .retain(|f| !Arc::ptr_eq(f, &slot.reachable));
+    let device_id = slot
+        .plan
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .device_id
+        .take();
+    if let Some(id) = device_id {
+        shared.forget_liveness(&id);
+    }
 }
 
 /// The address a slot polls now (for logs).
@@ -542,6 +734,10 @@ fn new_slot(
         reachable,
         discovered_serial,
         progress: Progress::default(),
+        plan: Arc::new(Mutex::new(PlanState {
+            device_id: None,
+            plan: shared.new_plan(),
+        })),
     }
 }
 

@@ -5,11 +5,11 @@
 //! reads the buffer oldest first and sends through an [`Uplink`]
 //! ([`Publisher`] for Kafka, [`crate::uplink::FirehoseUplink`]). Why this shape:
 //!
-//! - **Sign at send time.** The signature covers (topic, key, batch, seq,
-//!   ts, payload); `ts` is the send time, because the processor will check
+//! - **Sign at send time.** The signature covers (topic, key, seq, ts,
+//!   payload), in one compact binary header; `ts` is the send time, because the processor will check
 //!   signature timestamps against a window, and a record replayed after a
-//!   six-hour outage must not look stale or forged. The batch id is stored
-//!   with the record, so a poll's records still share it after a replay.
+//!   six-hour outage must not look stale or forged. (A poll's batch id
+//!   stays in the buffer as local bookkeeping; it is not sent.)
 //! - **Never one by one.** Up to `buffer.max_in_flight` sends are in flight
 //!   at once (awaiting each would cost `linger.ms`); their delivery futures
 //!   resolve in one [`FuturesUnordered`], and only a broker acknowledgement
@@ -33,9 +33,7 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_core::kafka::{dlq_headers, KafkaConfig, TlsDefault};
 use fleetpulse_core::records::Record;
-use fleetpulse_core::signing::{
-    SigningKey, HDR_BATCH, HDR_CONNECTOR, HDR_KEY_ID, HDR_SEQ, HDR_SIG, HDR_TS,
-};
+use fleetpulse_core::signing::{SigningKey, HDR_SIG};
 use fleetpulse_core::telemetry::{self, COUNTERS};
 use fleetpulse_core::{codec, now_millis, Shutdown};
 use futures::future::BoxFuture;
@@ -44,7 +42,9 @@ use futures::FutureExt;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Partitioner, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::ClientConfig;
 
 use crate::buffer::{Buffer, Class, StoredRecord};
@@ -187,28 +187,102 @@ impl Signer {
         &self.connector_id
     }
 
-    /// Sign a record now: the six signature headers, in their order
-    /// (`fp-connector`, `fp-key-id`, `fp-batch`, `fp-seq`, `fp-ts`, `fp-sig`).
+    /// Sign a record now: its one binary signature header (`fps`: key id,
+    /// seq, ts and MAC, 57 bytes; see [`fleetpulse_core::signing`]).
     pub fn sign(&self, r: &StoredRecord) -> Vec<(String, Vec<u8>)> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let ts = now_millis();
-        let sig = self
-            .key
-            .sign(&r.topic, &r.key, &r.batch, seq, ts, &r.payload);
-        vec![
-            (
-                HDR_CONNECTOR.to_string(),
-                self.connector_id.clone().into_bytes(),
-            ),
-            (
-                HDR_KEY_ID.to_string(),
-                self.key.key_id().as_bytes().to_vec(),
-            ),
-            (HDR_BATCH.to_string(), r.batch.clone().into_bytes()),
-            (HDR_SEQ.to_string(), seq.to_string().into_bytes()),
-            (HDR_TS.to_string(), ts.to_string().into_bytes()),
-            (HDR_SIG.to_string(), sig.into_bytes()),
-        ]
+        let f = self.key.sign(&r.topic, &r.key, seq, ts, &r.payload);
+        vec![(HDR_SIG.to_string(), f.to_bytes().to_vec())]
+    }
+}
+
+/// All of a connector's records go to ONE partition of each topic:
+/// `FNV-1a(connector_id) mod partitions`. librdkafka sends one Produce
+/// request per partition, so spreading a slot's few records over every
+/// partition by device key multiplies the requests (and the per-batch
+/// headers) without any benefit at a site's rate; one partition keeps each
+/// device's records in order (the message key stays the device id), and
+/// co-partitions a connector's records across topics with the same number
+/// of partitions (better replay detection in the processor, see README).
+/// Many connectors still spread over all partitions.
+#[derive(Debug, Clone, Copy)]
+pub struct ByConnector {
+    hash: u32,
+}
+
+impl ByConnector {
+    /// The partitioner of `connector_id`.
+    pub fn new(connector_id: &str) -> ByConnector {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in connector_id.as_bytes() {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        ByConnector { hash: h }
+    }
+
+    /// The partition of a topic with `partitions` partitions.
+    pub fn pick(&self, partitions: i32) -> i32 {
+        match u32::try_from(partitions) {
+            Ok(n) if n > 0 => i32::try_from(self.hash % n).unwrap_or(0),
+            // No metadata yet: librdkafka's "unassigned", it asks again.
+            _ => -1,
+        }
+    }
+}
+
+impl Partitioner for ByConnector {
+    fn partition(
+        &self,
+        _topic_name: &str,
+        _key: Option<&[u8]>,
+        partition_cnt: i32,
+        _is_partition_available: impl Fn(i32) -> bool,
+    ) -> i32 {
+        self.pick(partition_cnt)
+    }
+}
+
+/// What a send resolves to: the broker's acknowledgement, an error, or
+/// `Canceled` when the producer went away first.
+pub type Ack = futures::channel::oneshot::Receiver<Result<(), KafkaError>>;
+
+/// The producer's context: the [`ByConnector`] partitioner, and delivery
+/// reports handed to the [`Ack`] of each record.
+/// Authentication failures go to an [`AuthWatch`], fatal errors are logged
+/// as errors, other client errors as warnings (librdkafka recovers from
+/// them by itself).
+pub struct EdgeProducerContext {
+    partitioner: ByConnector,
+    auth: Arc<AuthWatch>,
+}
+
+impl ClientContext for EdgeProducerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::Authentication) {
+            self.auth.refused(reason);
+        } else if code == Some(RDKafkaErrorCode::Fatal) {
+            tracing::error!(error = %error, reason, "Kafka producer fatal error: the producer must be recreated (restart the connector); records stay in the buffer");
+        } else {
+            tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries)");
+        }
+    }
+}
+
+impl ProducerContext<ByConnector> for EdgeProducerContext {
+    type DeliveryOpaque = Box<futures::channel::oneshot::Sender<Result<(), KafkaError>>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tx: Self::DeliveryOpaque) {
+        let _ = tx.send(match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        });
+    }
+
+    fn get_custom_partitioner(&self) -> Option<&ByConnector> {
+        Some(&self.partitioner)
     }
 }
 
@@ -281,29 +355,9 @@ fn kafka_auth_failed(reason: &str, attempts: u64) {
     );
 }
 
-/// librdkafka callbacks of the Kafka uplink: authentication failures go to
-/// an [`AuthWatch`], fatal errors are logged as errors, other client errors
-/// as warnings (librdkafka recovers from them by itself).
-struct UplinkContext {
-    auth: Arc<AuthWatch>,
-}
-
-impl ClientContext for UplinkContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code();
-        if code == Some(RDKafkaErrorCode::Authentication) {
-            self.auth.refused(reason);
-        } else if code == Some(RDKafkaErrorCode::Fatal) {
-            tracing::error!(error = %error, reason, "Kafka producer fatal error: the producer must be recreated (restart the connector); records stay in the buffer");
-        } else {
-            tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries)");
-        }
-    }
-}
-
 /// A signing Kafka producer for one connector.
 pub struct Publisher {
-    producer: FutureProducer<UplinkContext>,
+    producer: ThreadedProducer<EdgeProducerContext, ByConnector>,
     kafka: KafkaConfig,
     signer: Arc<Signer>,
     compression: &'static str,
@@ -319,6 +373,23 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+/// The edge's producer defaults for a thin WAN link (each unless set in
+/// `kafka.properties`): few, full batches (what leaves the site is small, so
+/// waiting a second lets a slot's records share requests and compress
+/// together); a metadata refresh every hour (librdkafka's maximum) instead
+/// of every 5 minutes (librdkafka also refreshes at once on any error such
+/// as a leader change; the cache lives 3 refresh intervals, librdkafka's
+/// rule). Disabling the
+/// periodic refresh (`-1`) was measured to be far worse: librdkafka 2.12
+/// then asked for metadata about every second. No client metrics pushed to
+/// the broker (KIP-714).
+pub const WAN_DEFAULTS: &[(&str, &str)] = &[
+    ("linger.ms", "1000"),
+    ("topic.metadata.refresh.interval.ms", "3600000"),
+    ("metadata.max.age.ms", "10800000"),
+    ("enable.metrics.push", "false"),
+];
+
 fn producer_config(kafka: &KafkaConfig, compression: &str) -> Result<ClientConfig, PublishError> {
     // The edge crosses networks: TLS unless every broker is on loopback.
     let mut c = kafka.try_client_config(TlsDefault::OnUnlessLoopback)?;
@@ -327,10 +398,12 @@ fn producer_config(kafka: &KafkaConfig, compression: &str) -> Result<ClientConfi
         ("enable.idempotence", "true"),
         ("acks", "all"),
         ("compression.type", compression),
-        ("linger.ms", "50"),
         // The buffer owns durability: librdkafka retries until delivered.
         ("message.timeout.ms", "0"),
-    ] {
+    ]
+    .into_iter()
+    .chain(WAN_DEFAULTS.iter().copied())
+    {
         if !kafka.properties.contains_key(k) {
             c.set(k, v);
         }
@@ -354,16 +427,19 @@ impl Publisher {
         signer: Arc<Signer>,
     ) -> Result<Arc<Publisher>, PublishError> {
         let auth = Arc::new(AuthWatch::default());
-        let context = || UplinkContext { auth: auth.clone() };
+        let context = || EdgeProducerContext {
+            partitioner: ByConnector::new(signer.connector_id()),
+            auth: auth.clone(),
+        };
         let (producer, compression) = match producer_config(kafka, "zstd")?
-            .create_with_context::<_, FutureProducer<UplinkContext>>(context())
+            .create_with_context::<_, ThreadedProducer<_, _>>(context())
         {
             Ok(p) => (p, "zstd"),
             Err(e) => {
                 tracing::info!(error = %e, "zstd unavailable in this librdkafka build, using lz4");
                 (
                     producer_config(kafka, "lz4")?
-                        .create_with_context::<_, FutureProducer<UplinkContext>>(context())
+                        .create_with_context::<_, ThreadedProducer<_, _>>(context())
                         .map_err(PublishError::Create)?,
                     "lz4",
                 )
@@ -398,7 +474,7 @@ impl Publisher {
 
     /// Sign a buffered record now and queue it; the future resolves when
     /// the broker acknowledged (or librdkafka gave up on) it.
-    pub fn send(&self, r: &StoredRecord) -> Result<DeliveryFuture, PublishError> {
+    pub fn send(&self, r: &StoredRecord) -> Result<Ack, PublishError> {
         let signature = self.signer.sign(r);
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + signature.len());
         for (k, v) in r.headers.iter().chain(signature.iter()) {
@@ -407,12 +483,14 @@ impl Publisher {
                 value: Some(v.as_slice()),
             });
         }
-        let record = FutureRecord::to(&r.topic)
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let record = BaseRecord::with_opaque_to(&r.topic, Box::new(tx))
             .key(&r.key)
             .payload(&r.payload)
             .headers(headers);
         self.producer
-            .send_result(record)
+            .send(record)
+            .map(|()| rx)
             .map_err(|(source, _)| PublishError::Enqueue {
                 topic: r.topic.clone(),
                 source,
@@ -630,11 +708,11 @@ pub async fn forward(buffer: Arc<Buffer>, uplink: Uplink, shutdown: Shutdown) {
                         inflight.push(
                             fut.map(move |d| {
                                 let r = match d {
-                                    Ok(Ok(_)) => {
+                                    Ok(Ok(())) => {
                                         auth.delivered();
                                         Ok(())
                                     }
-                                    Ok(Err((e, _))) => Err(e.into()),
+                                    Ok(Err(e)) => Err(e.into()),
                                     Err(_) => Err(KafkaError::Canceled.into()),
                                 };
                                 vec![(seq, class, r)]

@@ -20,7 +20,8 @@ pub(crate) enum Scope {
     Unchanged,
     /// Devices added or removed, `[privacy]`, `[watchdog]`: applied in place.
     Live,
-    /// Shared poll settings changed: every poller restarts on the new ones.
+    /// Shared poll settings or `[schedule]` changed: every poller restarts on
+    /// the new ones.
     RestartAll,
 }
 
@@ -54,7 +55,7 @@ pub(crate) fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Scope, ReloadRe
                 .resolve(&format!("devices[{i}]"), new.snmp.version)?;
         }
     }
-    let fixed: [(&'static str, bool); 9] = [
+    let fixed: [(&'static str, bool); 10] = [
         ("tenant_id", old.tenant_id == new.tenant_id),
         ("connector_id", old.connector_id == new.connector_id),
         (
@@ -66,6 +67,10 @@ pub(crate) fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Scope, ReloadRe
         ("metrics_addr", old.metrics_addr == new.metrics_addr),
         ("discovery", old.discovery == new.discovery),
         ("control", old.control == new.control),
+        (
+            "schedule.counters_state_file",
+            old.schedule.counters_state_file == new.schedule.counters_state_file,
+        ),
         (
             "watchdog.check_interval",
             old.watchdog.check_interval == new.watchdog.check_interval,
@@ -82,6 +87,7 @@ pub(crate) fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Result<Scope, ReloadRe
         && old.snmp == new.snmp
         && old.ipp == new.ipp
         && old.https3d == new.https3d
+        && old.schedule == new.schedule
         && old.max_concurrent_polls == new.max_concurrent_polls
         && old.shutdown_grace == new.shutdown_grace;
     Ok(if shared_same {

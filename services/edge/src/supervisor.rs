@@ -6,9 +6,12 @@
 //! aborted and respawned with the same target, reachability flag and
 //! discovered serial. A reload that only changes the device list, the
 //! privacy policy or the watchdog is applied without touching other tasks;
-//! one that changes shared poll settings (intervals, `[snmp]`, `[ipp]`,
-//! `[https3d]`, `max_concurrent_polls`, `shutdown_grace`) rebuilds the shared
-//! state and restarts every task (their alert state starts afresh).
+//! one that changes shared poll settings (intervals, `[schedule]`, `[snmp]`,
+//! `[ipp]`, `[https3d]`, `max_concurrent_polls`, `shutdown_grace`) rebuilds
+//! the shared state and restarts every task (their alert state starts
+//! afresh; what the schedule last sent, the counter readings, the liveness
+//! list and the interval alignment carry over, so the new schedule applies
+//! from the next poll without resending everything).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +55,7 @@ pub(crate) fn shared_for(
     buffer: Arc<crate::Buffer>,
     previous: Option<(&Shared, &EdgeConfig)>,
 ) -> Shared {
-    let (registry, reachable, privacy, https3d) = match previous {
+    let (registry, reachable, privacy, https3d, anchor, counters, liveness) = match previous {
         Some((old, old_config)) => {
             old.privacy.set(config.privacy);
             let https3d = if old_config.https3d == config.https3d {
@@ -65,6 +68,10 @@ pub(crate) fn shared_for(
                 std::mem::take(&mut *old.reachable.lock().unwrap_or_else(|p| p.into_inner())),
                 old.privacy.clone(),
                 https3d,
+                // Due times stay aligned; counter readings and liveness carry over.
+                old.anchor,
+                old.counters.clone(),
+                old.liveness.clone(),
             )
         }
         None => (
@@ -72,6 +79,11 @@ pub(crate) fn shared_for(
             Default::default(),
             crate::privacy::Policy::new(config.privacy),
             Arc::new(crate::http3d::Runtime::new(&config.https3d)),
+            tokio::time::Instant::now(),
+            Arc::new(std::sync::Mutex::new(crate::counters::CounterStore::load(
+                Some(counters_state_file(config)),
+            ))),
+            Default::default(),
         ),
     };
     Shared {
@@ -90,7 +102,21 @@ pub(crate) fn shared_for(
         shutdown_grace: config.shutdown_grace,
         reachable: std::sync::Mutex::new(reachable),
         registry: std::sync::Mutex::new(registry),
+        schedule: config.schedule.clone(),
+        anchor,
+        counters,
+        liveness,
     }
+}
+
+/// Where the last counter readings are kept (`schedule.counters_state_file`,
+/// default `counters.json` next to the buffer).
+pub(crate) fn counters_state_file(config: &EdgeConfig) -> std::path::PathBuf {
+    config
+        .schedule
+        .counters_state_file
+        .clone()
+        .unwrap_or_else(|| config.buffer.dir.join(crate::buffer::COUNTERS_FILE))
 }
 
 impl Supervisor {

@@ -85,7 +85,7 @@ fn write_config(path: &Path, brokers: &str, dir: &Path, devices: &[(String, Stri
     let mut s = format!(
         "tenant_id = \"t-crash\"\nconnector_id = \"c-crash\"\nconnector_secret = \"crash-test-secret-0123456789\"\n\
          poll_interval = \"1s\"\nheartbeat_interval = \"1s\"\nshutdown_grace = \"200ms\"\n\
-         [snmp]\ntimeout = \"1s\"\nretries = 1\npoll_deadline = \"4s\"\n\
+         [schedule]\nmin_interval = \"1s\"\nstatus_interval = \"1s\"\ncounters_interval = \"1s\"\ndevice_heartbeats = \"every_poll\"\n[snmp]\ntimeout = \"1s\"\nretries = 1\npoll_deadline = \"4s\"\n\
          [kafka]\nbrokers = \"{brokers}\"\ntopic_prefix = \"crash\"\n\
          [buffer]\ndir = \"{}\"\nmax_bytes = 268435456\nsegment_bytes = 262144\nfsync = \"batch\"\n",
         dir.display()

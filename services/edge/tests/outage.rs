@@ -151,6 +151,8 @@ async fn six_hour_outage_loses_no_counters_or_alerts() {
         devices,
         poll_interval: Duration::from_secs(1),
         heartbeat_interval: Duration::from_secs(1),
+        // Counters after every poll: the test counts them through the outage.
+        schedule: fleetpulse_edge::ScheduleConfig::every_poll(),
         snmp: SnmpOptions {
             timeout: Duration::from_millis(1500),
             retries: 1,

@@ -329,8 +329,8 @@ impl PartitionWriter {
             Encoder::Generic => {
                 let (_, value) = codec::decode_value(m.payload)
                     .map_err(|e| Rejection::new(e.class(), e.to_string()))?;
-                if let Some(f) = &fields {
-                    connector_matches(f, crate::verify::record_connector(&value))?;
+                if let Some((_, connector)) = &fields {
+                    connector_matches(connector, crate::verify::record_connector(&value))?;
                 }
                 let date = observed_at(&value).and_then(utc_date).ok_or_else(|| {
                     Rejection::new("bad_datum", "observed_at is outside years 1..=9999")
@@ -374,8 +374,8 @@ impl PartitionWriter {
                     }))
                 })?;
                 let info = plan.decode(datum, &mut self.scratch)?;
-                if let Some(f) = &fields {
-                    connector_matches(f, self.scratch.connector_id(datum))?;
+                if let Some((_, connector)) = &fields {
+                    connector_matches(connector, self.scratch.connector_id(datum))?;
                 }
                 let date = info.observed_at.and_then(utc_date).ok_or_else(|| {
                     Rejection::new("bad_datum", "observed_at is outside years 1..=9999")
@@ -549,15 +549,8 @@ mod tests {
         {
             let t = codec::peek_type(&payload).unwrap();
             let topic = kafka.topic(t);
-            let sig = key.sign(&topic, b"S", "b", i as u64, ts, &payload);
-            let headers = vec![
-                (HDR_CONNECTOR.to_string(), b"conn-1".to_vec()),
-                (HDR_KEY_ID.to_string(), key.key_id().as_bytes().to_vec()),
-                (HDR_BATCH.to_string(), b"b".to_vec()),
-                (HDR_SEQ.to_string(), i.to_string().into_bytes()),
-                (HDR_TS.to_string(), ts.to_string().into_bytes()),
-                (HDR_SIG.to_string(), sig.into_bytes()),
-            ];
+            let sig = key.sign(&topic, b"S", i as u64, ts, &payload);
+            let headers = vec![(HDR_SIG.to_string(), sig.to_bytes().to_vec())];
             input.push((topic, payload, headers));
         }
         // Tampered payload, and a record moved to another topic.

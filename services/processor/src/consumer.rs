@@ -518,6 +518,7 @@ impl Pipeline {
             record_type,
             value,
             signature: sig,
+            connector_id,
         } = match checked {
             Ok(v) => v,
             Err(rej) => return self.dead_letter(&m, rej).await,
@@ -525,10 +526,10 @@ impl Pipeline {
         let position = (key.0.as_str(), key.1, offset);
         match self
             .seqs
-            .observe(&sig.connector_id, sig.seq, sig.ts, reference.ms, position)
+            .observe(&connector_id, sig.seq, sig.ts, reference.ms, position)
         {
             Seen::New | Seen::Again => {}
-            Seen::OutOfOrder { max } => sequence_out_of_order(&sig, max),
+            Seen::OutOfOrder { max } => sequence_out_of_order(&connector_id, &sig, max),
             Seen::Replay { first } => {
                 let rej = Rejection::new(
                     "replayed_sequence",
@@ -536,7 +537,7 @@ impl Pipeline {
                         "sequence number {} of connector {} (signed at {}) was already used \
                          by the record at {first}",
                         sig.seq,
-                        sig.connector_id,
+                        connector_id,
                         fmt_ms(sig.ts)
                     ),
                 );
@@ -932,9 +933,9 @@ fn assign_backfill(
 
 // Events: each logs its line and bumps its metrics together.
 
-fn sequence_out_of_order(sig: &SignatureFields, max: u64) {
+fn sequence_out_of_order(connector: &str, sig: &SignatureFields, max: u64) {
     tracing::debug!(
-        connector = %sig.connector_id,
+        connector,
         seq = sig.seq,
         max,
         "sequence number below the highest seen (normal across partitions; only reuse is rejected)"

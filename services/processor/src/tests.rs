@@ -176,24 +176,11 @@ fn sign_with(
     ts: i64,
 ) -> OwnedHeaders {
     let k = SigningKey::derive(secret.as_bytes(), CONNECTOR);
-    let sig = k.sign(topic, key, "batch-1", seq, ts, payload);
-    let seq = seq.to_string();
-    let ts = ts.to_string();
-    let mut h = OwnedHeaders::new();
-    for (name, v) in [
-        (HDR_CONNECTOR, CONNECTOR),
-        (HDR_KEY_ID, k.key_id()),
-        (HDR_BATCH, "batch-1"),
-        (HDR_SEQ, seq.as_str()),
-        (HDR_TS, ts.as_str()),
-        (HDR_SIG, sig.as_str()),
-    ] {
-        h = h.insert(Header {
-            key: name,
-            value: Some(v),
-        });
-    }
-    h
+    let sig = k.sign(topic, key, seq, ts, payload).to_bytes();
+    OwnedHeaders::new().insert(Header {
+        key: HDR_SIG,
+        value: Some(&sig[..]),
+    })
 }
 
 fn encoded<R: Record>(r: &R) -> (RecordType, String, Vec<u8>) {

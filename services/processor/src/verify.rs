@@ -10,7 +10,7 @@
 //!
 //! # The time window
 //!
-//! A signed record carries its signing time (`fp-ts`). It is compared with
+//! A signed record carries its signing time (`ts` in the `fps` header). It is compared with
 //! the record's **Kafka timestamp** (CreateTime, set by the connector's
 //! producer when it sends, or LogAppendTime, set by the broker), not with the
 //! processor's clock: a processor that is behind (a backlog after an outage,
@@ -25,7 +25,7 @@
 //! timestamp from flushing the replay memory, see [`crate::replay`]).
 //!
 //! The edge signs at send time (also when it re-sends records it buffered
-//! during an outage), so `fp-ts` and CreateTime differ by milliseconds; with
+//! during an outage), so the signing time and CreateTime differ by milliseconds; with
 //! LogAppendTime they differ by the time a record waited in the producer's
 //! queue, which the connector bounds with `message.timeout.ms` (5 min).
 //!
@@ -47,9 +47,10 @@ use fleetpulse_core::signing::{SignatureError, SignatureFields, SigningKey};
 /// Why a message cannot go to the lake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// Stable class: `missing_signature`, `unknown_connector`, `bad_signature`
-    /// (also a key id that is not the connector's current key, e.g. of a
-    /// rotated-out secret), `stale_signature` / `clock_skew` (signing time
+    /// Stable class: `missing_signature` (no `fps` header, or not a
+    /// signature of a known format), `unknown_connector` (no configured
+    /// connector secret derives the key id: a connector not configured, or
+    /// a rotated-out secret), `bad_signature`, `stale_signature` / `clock_skew` (signing time
     /// before / after the window around the Kafka timestamp),
     /// `replayed_sequence` (see [`crate::replay`]), `connector_mismatch`,
     /// `not_avro`, `unknown_schema`, `wrong_schema`, `bad_datum`,
@@ -128,8 +129,10 @@ pub struct Verified {
     pub record_type: RecordType,
     /// The decoded datum.
     pub value: Value,
-    /// Its signature headers (connector, key id, batch, seq, ts).
+    /// Its signature (key id, seq, ts, MAC).
     pub signature: SignatureFields,
+    /// The connector whose key signed it.
+    pub connector_id: String,
 }
 
 /// Default of [`Verifier::with_window`] and of `signature_window`.
@@ -138,7 +141,8 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 /// Verifies signatures with the configured connectors' keys and decodes.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    keys: BTreeMap<String, SigningKey>,
+    /// Key id → (connector id, key): the key id alone names the connector.
+    keys: BTreeMap<[u8; 8], (String, SigningKey)>,
     window_ms: i64,
 }
 
@@ -149,15 +153,18 @@ impl Verifier {
         Verifier {
             keys: secrets
                 .into_iter()
-                .map(|(id, secret)| (id.to_string(), SigningKey::derive(secret, id)))
+                .map(|(id, secret)| {
+                    let k = SigningKey::derive(secret, id);
+                    (k.key_id_bytes(), (id.to_string(), k))
+                })
                 .collect(),
             window_ms: DEFAULT_WINDOW.as_millis() as i64,
         }
     }
 
-    /// Whether a key is configured for `connector`.
-    pub fn knows(&self, connector: &str) -> bool {
-        self.keys.contains_key(connector)
+    /// The configured connector whose key has this signature's key id.
+    pub fn connector_of(&self, f: &SignatureFields) -> Option<&str> {
+        self.keys.get(&f.key_id).map(|(c, _)| c.as_str())
     }
 
     /// Accept signing times within `window` of the reference time.
@@ -178,15 +185,18 @@ impl Verifier {
         headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
         reference: ReferenceTime,
     ) -> Result<Verified, Rejection> {
-        let fields = self.authenticate(topic, key, payload, headers, reference)?;
+        let (fields, connector_id) = self.authenticate(topic, key, payload, headers, reference)?;
         self.datum(expected, payload)?;
         let (found, value) =
             codec::decode_value(payload).map_err(|e| Rejection::new(e.class(), e.to_string()))?;
-        connector_matches(&fields, record_connector(&value))?;
+        // A connector may only speak for itself: its key must not vouch for
+        // records that claim to come from another connector.
+        connector_matches(&connector_id, record_connector(&value))?;
         Ok(Verified {
             record_type: found,
             value,
             signature: fields,
+            connector_id,
         })
     }
 
@@ -200,20 +210,20 @@ impl Verifier {
         payload: &[u8],
         headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
         reference: ReferenceTime,
-    ) -> Result<SignatureFields, Rejection> {
+    ) -> Result<(SignatureFields, String), Rejection> {
         let fields = SignatureFields::from_headers(headers)
             .map_err(|e| Rejection::new("missing_signature", e.to_string()))?;
-        let signing = self.keys.get(&fields.connector_id).ok_or_else(|| {
+        let (connector_id, signing) = self.keys.get(&fields.key_id).ok_or_else(|| {
             Rejection::new(
                 "unknown_connector",
-                SignatureError::UnknownConnector(fields.connector_id.clone()).to_string(),
+                SignatureError::UnknownConnector(fields.key_id_hex()).to_string(),
             )
         })?;
         signing
             .verify(topic, key, &fields, payload)
             .map_err(|e| Rejection::new("bad_signature", e.to_string()))?;
         self.check_time(&fields, reference)?;
-        Ok(fields)
+        Ok((fields, connector_id.clone()))
     }
 
     /// The Avro datum of a single-object encoded `payload` that must be a
@@ -260,7 +270,7 @@ impl Verifier {
         Err(Rejection::new(
             class,
             format!(
-                "signed at {} (fp-ts {}), {} {relation} its {} {} ({} ms); the window is {}",
+                "signed at {} (ts {}), {} {relation} its {} {} ({} ms); the window is {}",
                 fmt_ms(f.ts),
                 f.ts,
                 humantime::format_duration(Duration::from_millis(diff.unsigned_abs() as u64)),
@@ -284,18 +294,15 @@ pub(crate) fn fmt_ms(ms: i64) -> String {
 /// records that claim to come from another connector (`record_connector` is
 /// the record's `connector_id`).
 pub(crate) fn connector_matches(
-    fields: &SignatureFields,
+    signing_connector: &str,
     record_connector: Option<&str>,
 ) -> Result<(), Rejection> {
-    if record_connector == Some(fields.connector_id.as_str()) {
+    if record_connector == Some(signing_connector) {
         return Ok(());
     }
     Err(Rejection::new(
         "connector_mismatch",
-        format!(
-            "record's connector_id differs from the signing connector {}",
-            fields.connector_id
-        ),
+        format!("record's connector_id differs from the signing connector {signing_connector}"),
     ))
 }
 
@@ -337,15 +344,8 @@ mod tests {
         ts: i64,
     ) -> Vec<(&'static str, Vec<u8>)> {
         let k = SigningKey::derive(secret, connector);
-        let sig = k.sign(topic, b"dev-1", "batch-1", 5, ts, payload);
-        vec![
-            (HDR_CONNECTOR, connector.as_bytes().to_vec()),
-            (HDR_KEY_ID, k.key_id().as_bytes().to_vec()),
-            (HDR_BATCH, b"batch-1".to_vec()),
-            (HDR_SEQ, b"5".to_vec()),
-            (HDR_TS, ts.to_string().into_bytes()),
-            (HDR_SIG, sig.into_bytes()),
-        ]
+        let sig = k.sign(topic, b"dev-1", 5, ts, payload);
+        vec![(HDR_SIG, sig.to_bytes().to_vec())]
     }
 
     fn check_at(
@@ -445,7 +445,7 @@ mod tests {
         assert_eq!(r.class, "clock_skew");
         // A forged record is a bad signature, whatever its time.
         let mut h = signed_at("t.status", &status, "conn-1", SECRET, TS);
-        h[4].1 = (TS - 600_000).to_string().into_bytes();
+        h[0].1[17..25].copy_from_slice(&(TS - 600_000).to_be_bytes());
         let r = check_at(
             &v,
             "t.status",
@@ -468,9 +468,17 @@ mod tests {
         assert_eq!(check(&v, "t.status", st, &status, &ok), Ok(st));
         // Moved to another topic: the signature covers the topic.
         assert_eq!(check(&v, "t.other", st, &status, &ok), Err("bad_signature"));
+        // A rotated-out secret: its key id is no configured connector's.
         let wrong_secret = signed("t.status", &status, "conn-1", b"another-secret-xxxxx");
         assert_eq!(
             check(&v, "t.status", st, &status, &wrong_secret),
+            Err("unknown_connector")
+        );
+        // A forged MAC under a known key id.
+        let mut forged = signed("t.status", &status, "conn-1", SECRET);
+        forged[0].1[40] ^= 1;
+        assert_eq!(
+            check(&v, "t.status", st, &status, &forged),
             Err("bad_signature")
         );
         assert_eq!(

@@ -55,6 +55,12 @@ pub struct SimConfig {
     pub silence_max: Duration,
     /// Chance per sim hour of printing that the paper path jams.
     pub jam_probability: f64,
+    /// How often printers start printing, relative to the default (each
+    /// printer's busyness is drawn from its seed; its print runs keep their
+    /// length). `1` is the default: about 170 pages per printer and sim hour,
+    /// lively for demos. `0.12` is an office volume of about 30 pages an
+    /// hour (the benchmark's assumption). Within (0, 4].
+    pub activity: f64,
     /// Largest response datagram an agent sends; GETBULK answers are trimmed
     /// to whole repetitions to fit, other oversized answers become `tooBig`.
     /// 1472 keeps a response in one Ethernet frame.
@@ -101,6 +107,7 @@ impl Default for SimConfig {
             silence_min: Duration::from_secs(20 * 60),
             silence_max: Duration::from_secs(2 * 3600),
             jam_probability: 0.05,
+            activity: 1.0,
             max_response_bytes: 1472,
             malformed_log_interval: Duration::from_secs(60),
             ipp_base_port: None,
@@ -192,6 +199,12 @@ impl Validate for SimConfig {
         }
         probability("silence_probability", self.silence_probability)?;
         probability("jam_probability", self.jam_probability)?;
+        if !(self.activity > 0.0 && self.activity <= 4.0) {
+            return Err(contradiction(
+                "activity",
+                format!("must be within (0, 4], got {}", self.activity),
+            ));
+        }
         if self.silence_min < SIM_STEP {
             return Err(contradiction(
                 "silence_min",

@@ -363,6 +363,17 @@ pub fn mib_at(seed: u64, index: usize, step: u64) -> BTreeMap<Oid, Value> {
     snapshot_at(seed, index, step).into_values()
 }
 
+/// Pages printer `index` of a fleet configured as `config` prints from sim
+/// step `from` to sim step `to` (its `prtMarkerLifeCount` difference; one
+/// step = [`SIM_STEP`]). No network involved.
+pub fn pages_printed(config: &SimConfig, index: usize, from: u64, to: u64) -> u64 {
+    let mut printer = Printer::new(config.seed, index, Knobs::from_config(config));
+    printer.advance_to(from);
+    let before = printer.state.life_count;
+    printer.advance_to(to.max(from));
+    u64::from(printer.state.life_count.wrapping_sub(before))
+}
+
 /// Serial number of 3D printer `index` in fleet `seed` (unique per index).
 pub fn serial_3d_for(seed: u64, index: usize) -> String {
     model3d::Profile3d::new(seed, index).serial

@@ -28,6 +28,8 @@ pub(crate) const LOW_PAPER_PCT: u32 = 10;
 /// Behaviour knobs in per-step terms.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Knobs {
+    /// `activity`: scales the chance to start printing.
+    activity: f64,
     silence_per_step: f64,
     silence_min_steps: u64,
     silence_max_steps: u64,
@@ -44,6 +46,7 @@ impl Knobs {
         };
         let silence_min_steps = steps(cfg.silence_min);
         Knobs {
+            activity: cfg.activity,
             silence_per_step: per_step(cfg.silence_probability),
             silence_min_steps,
             silence_max_steps: steps(cfg.silence_max).max(silence_min_steps),
@@ -764,7 +767,10 @@ impl State {
             if self.rng.random_bool((1.0 - profile.duty) * 0.4) {
                 self.printing = false;
             }
-        } else if self.rng.random_bool(profile.duty * 0.4) {
+        } else if self
+            .rng
+            .random_bool((profile.duty * 0.4 * self.knobs.activity).clamp(0.0, 1.0))
+        {
             self.printing = true;
             self.warming_up = self.idle_steps >= 15;
         }

@@ -936,3 +936,27 @@ async fn uptime_sample(
         other => panic!("sysUpTime: {other:?}"),
     }
 }
+
+/// `activity` scales the print volume: the default is lively (about 200
+/// pages per printer and hour), 0.12 an office volume (about 30), as the
+/// config docs and the WAN benchmark state.
+#[test]
+fn activity_scales_the_print_volume() {
+    let per_hour = |activity: f64| {
+        let cfg = crate::SimConfig {
+            activity,
+            seed: 13,
+            ..Default::default()
+        };
+        // 24 simulated hours of 13 printers.
+        let pages: u64 = (0..13)
+            .map(|i| crate::pages_printed(&cfg, i, 0, 24 * 60))
+            .sum();
+        pages as f64 / 13.0 / 24.0
+    };
+    let lively = per_hour(1.0);
+    let office = per_hour(0.12);
+    eprintln!("pages per printer and hour: activity 1 -> {lively:.0}, 0.12 -> {office:.0}");
+    assert!((120.0..=320.0).contains(&lively), "{lively}");
+    assert!((15.0..=50.0).contains(&office), "{office}");
+}

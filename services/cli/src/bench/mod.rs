@@ -339,11 +339,44 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         );
     }
     println!("schedule (EdgeConfig defaults, compressed): {assumptions}");
+    let ms = |v: i64| {
+        if v < 0 {
+            "disabled".to_string()
+        } else {
+            format!("{v} ms")
+        }
+    };
     println!(
-        "librdkafka: topic.metadata.refresh.interval.ms = 300000 (-> {}); 4 partitions per topic; \
-         one mock broker; {} + {} connections through the relays; bytes are Kafka protocol bytes \
-         as on the wire (plaintext: no TLS, no TCP/IP headers)",
-        wan.metadata_refresh_ms, wan.compressed.connections, wan.uncompressed.connections
+        "librdkafka (edge producer defaults): linger.ms = 1000 (not scaled), \
+         topic.metadata.refresh.interval.ms = {}, metadata.max.age.ms (compressed) = {}; \
+         4 partitions per topic; one mock broker; {} + {} connections through the relays; \
+         bytes are Kafka protocol bytes as on the wire (plaintext: no TLS, no TCP/IP headers), \
+         startup (ApiVersions, first Metadata, InitProducerId) included",
+        ms(wan.metadata_refresh_ms),
+        ms(wan.metadata_max_age_ms),
+        wan.compressed.connections,
+        wan.uncompressed.connections
+    );
+    let pages_total: u64 = wan.pages.iter().sum();
+    let (pmin, pmax) = (
+        wan.pages.iter().min().copied().unwrap_or(0),
+        wan.pages.iter().max().copied().unwrap_or(0),
+    );
+    let per_printer_3h = wan.per_cycle(pages_total) as f64 / wan::PRINTERS as f64;
+    println!(
+        "print volume (assumption): an office — simulator activity {} (about 170 pages an hour, \
+         around the clock at 1); the {} printers print \
+         {} pages in 3 h, {:.0} per printer (from {} to {} in the part run), about {:.0} pages an hour each, \
+         i.e. ~{} pages a month in 8-hour working days (21 a month); the 100-page counter rule fires \
+         for the busier ones",
+        wan.activity,
+        wan::PRINTERS,
+        num(wan.per_cycle(pages_total) as f64),
+        per_printer_3h,
+        pmin,
+        pmax,
+        per_printer_3h / 3.0,
+        num(per_printer_3h / 3.0 * 8.0 * 21.0)
     );
     println!(
         "{:<22} {:>9} {:>9} {:>10} {:>11} {:>16}",
@@ -413,12 +446,10 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         num(wan.per_cycle(wan.uncompressed.up()) as f64),
         num(wan.per_cycle(wan.uncompressed.down()) as f64)
     );
-    // Every successful poll publishes one device heartbeat.
-    let polls = wan
-        .records
-        .get(fleetpulse_core::schema::RecordType::DeviceHeartbeat.name())
-        .map(|t| wan.per_cycle(t.records))
-        .unwrap_or(0);
+    // Every printer is read every poll_interval on the LAN.
+    let polls = (wan::CYCLE.as_secs_f64() / EdgeConfig::default().poll_interval.as_secs_f64()
+        * wan::PRINTERS as f64)
+        .round() as u64;
     println!(
         "WAN bytes, 13 printers, 3 h (both directions): {} compressed, {} uncompressed \
          (records read back from the measured part: {} compressed, {} uncompressed); vendor collector: {} -> ratio {:.2}; target <= 1/10 ({}) -> {}",
@@ -433,7 +464,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     );
     if polls > 0 {
         println!(
-            "per printer poll: {} polls in 3 h, {} bytes each on the WAN (vendor: {} bytes per printer scan)",
+            "per printer poll: {} LAN polls in 3 h, {} WAN bytes each (vendor: {} bytes per printer scan)",
             num(polls as f64),
             num(z_total as f64 / polls as f64),
             num(VENDOR_1_PRINTER as f64)

@@ -26,9 +26,7 @@ use anyhow::Context;
 use fleetpulse_core::kafka::KafkaConfig;
 use fleetpulse_core::pseudonym::Pseudonymizer;
 use fleetpulse_core::schema::RecordType;
-use fleetpulse_core::signing::{
-    SigningKey, HDR_BATCH, HDR_CONNECTOR, HDR_KEY_ID, HDR_SEQ, HDR_SIG, HDR_TS,
-};
+use fleetpulse_core::signing::{SigningKey, HDR_SIG};
 use fleetpulse_core::{codec, samples};
 use fleetpulse_processor::batch::{
     Encoder, Message, PartitionStats, PartitionWriter, Plans, Sink, Stages,
@@ -232,27 +230,15 @@ fn build_input(n: usize, kafka: &KafkaConfig) -> anyhow::Result<Vec<Input>> {
     let ts = fleetpulse_core::now_millis();
     let mut seq = u64::try_from(ts).unwrap_or(0) * 1000;
     let mut out = Vec::with_capacity(n);
-    let mut batch = String::new();
-    for i in 0..n {
-        // One publish batch per 50 records (a poll cycle's worth).
-        if i.is_multiple_of(50) {
-            batch = fleetpulse_core::new_event_id();
-        }
+    for _ in 0..n {
         let t = pick_type(&mut rng);
         let dev = rng.below(DEVICES as u64) as usize;
         let (payload, msg_key) = encode_record(t, dev, &mut rng)?;
         let topic = kafka.topic(t);
         seq += 1;
-        let sig = key.sign(&topic, msg_key.as_bytes(), &batch, seq, ts, &payload);
+        let sig = key.sign(&topic, msg_key.as_bytes(), seq, ts, &payload);
         out.push(Input {
-            headers: vec![
-                (HDR_CONNECTOR.into(), CONNECTOR.as_bytes().to_vec()),
-                (HDR_KEY_ID.into(), key.key_id().as_bytes().to_vec()),
-                (HDR_BATCH.into(), batch.clone().into_bytes()),
-                (HDR_SEQ.into(), seq.to_string().into_bytes()),
-                (HDR_TS.into(), ts.to_string().into_bytes()),
-                (HDR_SIG.into(), sig.into_bytes()),
-            ],
+            headers: vec![(HDR_SIG.into(), sig.to_bytes().to_vec())],
             topic,
             key: msg_key.into_bytes(),
             payload,

@@ -33,8 +33,21 @@ pub(crate) const PRINTERS: usize = 13;
 pub(crate) const CYCLE: Duration = Duration::from_secs(3 * 3600);
 /// Partitions per topic, as `fleetpulse topics create` makes them.
 const PARTITIONS: i32 = 4;
-/// librdkafka's default `topic.metadata.refresh.interval.ms`.
+/// librdkafka's default `topic.metadata.refresh.interval.ms` (used when
+/// neither `kafka.properties` nor the edge's producer defaults set it).
 const METADATA_REFRESH_MS: f64 = 300_000.0;
+/// The librdkafka property scaled with the schedule.
+const METADATA_REFRESH_KEY: &str = "topic.metadata.refresh.interval.ms";
+/// The metadata cache's age limit, scaled too.
+const METADATA_MAX_AGE_KEY: &str = "metadata.max.age.ms";
+/// librdkafka's default `metadata.max.age.ms`.
+const METADATA_MAX_AGE_MS: f64 = 900_000.0;
+/// Simulator `activity` of the WAN run: an office volume. At 1 (the
+/// simulator's lively demo default) a printer prints about 170 pages an
+/// hour around the clock; at this value about 30 pages an hour, i.e. some
+/// 5,000 pages a month in an office's working hours, a typical office MFP
+/// volume. The pages the run's printers print are computed and printed.
+pub(crate) const OFFICE_ACTIVITY: f64 = 0.12;
 /// Top-level keys whose durations are not part of the schedule.
 const NOT_SCHEDULE: &[&str] = &[
     "snmp",
@@ -127,7 +140,13 @@ pub(crate) struct WanResult {
     pub(crate) fraction: f64,
     pub(crate) wall: Duration,
     pub(crate) scaled: Vec<Scaled>,
-    pub(crate) metadata_refresh_ms: u64,
+    /// `topic.metadata.refresh.interval.ms` and `metadata.max.age.ms` as run
+    /// (compressed; a negative refresh is disabled and not scaled).
+    pub(crate) metadata_refresh_ms: i64,
+    pub(crate) metadata_max_age_ms: i64,
+    /// Simulator activity and the pages each printer printed in the part run.
+    pub(crate) activity: f64,
+    pub(crate) pages: Vec<u64>,
     /// Edge as configured (compressed batches).
     pub(crate) compressed: RelayTotals,
     /// Same edge with `compression.type=none`.
@@ -156,7 +175,7 @@ fn edge_config(
     relay: &KafkaRelay,
     prefix: &str,
     connector: &str,
-    refresh_ms: u64,
+    metadata: &[(&str, i64)],
     extra: &[(&str, &str)],
 ) -> EdgeConfig {
     let mut cfg = base.clone();
@@ -165,18 +184,13 @@ fn edge_config(
     cfg.connector_secret = "bench-connector-secret-not-for-production".into();
     cfg.devices = devices.to_vec();
     cfg.metrics_addr = None;
-    // Each edge of the run needs its own store-and-forward buffer (a buffer
-    // directory is locked by the connector using it); start it empty.
-    cfg.buffer.dir = std::env::temp_dir().join(format!(
-        "fleetpulse-bench-{connector}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&cfg.buffer.dir);
-    let mut properties = BTreeMap::new();
-    properties.insert(
-        "topic.metadata.refresh.interval.ms".to_string(),
-        refresh_ms.to_string(),
-    );
+    // Each edge needs its own buffer directory (it is locked), fresh per run.
+    cfg.buffer.dir = bench_dir(connector);
+    // The edge's producer defaults apply; only the metadata timers are compressed.
+    let mut properties: BTreeMap<String, String> = base.kafka.properties.clone();
+    for (k, v) in metadata {
+        properties.insert(k.to_string(), v.to_string());
+    }
     for (k, v) in extra {
         properties.insert(k.to_string(), v.to_string());
     }
@@ -187,6 +201,16 @@ fn edge_config(
         ..Default::default()
     };
     cfg
+}
+
+/// A fresh scratch directory for one edge's buffer.
+fn bench_dir(connector: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "fleetpulse-bench-{}-{connector}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// Read every record of `kafka`'s topics from the cluster, by record type.
@@ -241,25 +265,59 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         "the WAN fraction must be within (0, 1]"
     );
     let (base, scaled) = scale_schedule(&EdgeConfig::default(), speedup)?;
-    let refresh_ms = (METADATA_REFRESH_MS / speedup).round().max(1000.0) as u64;
+    // The edge's value of a librdkafka timer (its properties, else its
+    // producer defaults, else librdkafka's), compressed like the schedule;
+    // a negative value (disabled) stays as it is.
+    let timer = |key: &str, librdkafka: f64| -> i64 {
+        let v = base
+            .kafka
+            .properties
+            .get(key)
+            .map(String::as_str)
+            .or_else(|| {
+                fleetpulse_edge::publish::WAN_DEFAULTS
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| *v)
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(librdkafka);
+        if v < 0.0 {
+            v as i64
+        } else {
+            (v / speedup).round().max(1000.0) as i64
+        }
+    };
+    let refresh_ms = timer(METADATA_REFRESH_KEY, METADATA_REFRESH_MS);
+    let max_age_ms = timer(METADATA_MAX_AGE_KEY, METADATA_MAX_AGE_MS);
+    let metadata = [
+        (METADATA_REFRESH_KEY, refresh_ms),
+        (METADATA_MAX_AGE_KEY, max_age_ms),
+    ];
 
     let shutdown = Shutdown::new();
     let _stop = shutdown.clone().drop_guard();
     let cluster = MockCluster::new(1).context("starting the mock Kafka cluster")?;
     let bootstrap = cluster.bootstrap_servers();
-    let fleet = fleetpulse_sim::start(
-        fleetpulse_sim::SimConfig {
-            printers: PRINTERS,
-            base_port: 0,
-            seed: 13,
-            // Sim time runs as fast as the compressed schedule.
-            acceleration: speedup,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    )
-    .await
-    .context("starting the 13 simulated printers")?;
+    let sim = fleetpulse_sim::SimConfig {
+        printers: PRINTERS,
+        base_port: 0,
+        seed: 13,
+        // Sim time runs as fast as the compressed schedule.
+        acceleration: speedup,
+        activity: OFFICE_ACTIVITY,
+        ..Default::default()
+    };
+    // What the printers print during the run (computed from the same
+    // seeds and knobs, without the network).
+    let steps =
+        (CYCLE.as_secs_f64() * fraction / fleetpulse_sim::SIM_STEP.as_secs_f64()).round() as u64;
+    let pages: Vec<u64> = (0..PRINTERS)
+        .map(|i| fleetpulse_sim::pages_printed(&sim, i, 0, steps))
+        .collect();
+    let fleet = fleetpulse_sim::start(sim, shutdown.clone())
+        .await
+        .context("starting the 13 simulated printers")?;
     let devices: Vec<DeviceConfig> = fleet
         .printers()
         .iter()
@@ -274,7 +332,7 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         &relay_z,
         "benchz",
         "bench-edge-z",
-        refresh_ms,
+        &metadata,
         &[],
     );
     let cfg_n = edge_config(
@@ -283,7 +341,7 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         &relay_n,
         "benchn",
         "bench-edge-n",
-        refresh_ms,
+        &metadata,
         &[("compression.type", "none")],
     );
     for k in [&cfg_z.kafka, &cfg_n.kafka] {
@@ -294,6 +352,7 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         }
     }
     let (kz, kn) = (cfg_z.kafka.clone(), cfg_n.kafka.clone());
+    let dirs = [cfg_z.buffer.dir.clone(), cfg_n.buffer.dir.clone()];
     let edges = Shutdown::new();
     let wall = CYCLE.div_f64(speedup).mul_f64(fraction);
     let started = Instant::now();
@@ -308,6 +367,9 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         .context("edge task")?
         .context("edge (uncompressed)")?;
     let elapsed = started.elapsed();
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
     let compressed = relay_z.totals();
     let uncompressed = relay_n.totals();
     for (name, t) in [("compressed", &compressed), ("uncompressed", &uncompressed)] {
@@ -334,6 +396,9 @@ pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanRe
         wall: elapsed,
         scaled,
         metadata_refresh_ms: refresh_ms,
+        metadata_max_age_ms: max_age_ms,
+        activity: OFFICE_ACTIVITY,
+        pages,
         compressed,
         uncompressed,
         records,
@@ -361,6 +426,22 @@ mod tests {
         // Never below 1 s: the edge's own minimum.
         let (cfg, scaled) = scale_schedule(&base, 1000.0).unwrap();
         assert_eq!(cfg.poll_interval, Duration::from_secs(1));
-        assert!(scaled.iter().all(|s| s.clamped));
+        for s in &scaled {
+            let exact = s.from.as_secs_f64() / 1000.0;
+            assert_eq!(s.clamped, exact < 1.0, "{s:?}");
+        }
+        // The schedule keys are scaled, the floor with them (so the scaled
+        // default config stays valid).
+        let (cfg, _) = scale_schedule(&base, 30.0).unwrap();
+        assert_eq!(cfg.schedule.status_interval, Duration::from_secs(360));
+        assert_eq!(cfg.schedule.min_interval, Duration::from_secs(60));
+        fleetpulse_core::config::Validate::validate(&EdgeConfig {
+            tenant_id: "t".into(),
+            connector_id: "c".into(),
+            connector_secret: "s".into(),
+            devices: vec![DeviceConfig::new("127.0.0.1:1161", "public")],
+            ..cfg
+        })
+        .unwrap();
     }
 }

@@ -85,6 +85,9 @@ use segment::{decode_frame, Frame};
 pub const CURSOR_FILE: &str = "ack.cursor";
 /// Name of the lock file that keeps a directory to one connector.
 pub const LOCK_FILE: &str = "LOCK";
+/// The poller's last counter readings (default `schedule.counters_state_file`):
+/// kept in the buffer directory, which is locked to one connector.
+pub const COUNTERS_FILE: &str = "counters.json";
 const CURSOR_MAGIC: &[u8; 8] = b"FPCURS01";
 /// Room kept for the cursor file and its temporary copy.
 const CURSOR_RESERVE: u64 = 4096;
@@ -549,7 +552,7 @@ impl Buffer {
                 let _ = fs::remove_file(&path);
             } else if let Some(id) = segment::parse_name(&name) {
                 ids.push(id);
-            } else if name != CURSOR_FILE && name != LOCK_FILE {
+            } else if name != CURSOR_FILE && name != LOCK_FILE && name != COUNTERS_FILE {
                 stray_file(&path);
             }
         }

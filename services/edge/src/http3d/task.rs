@@ -1,18 +1,25 @@
 //! The polling loop of one `https3d` device, and the job cursor store.
 //!
 //! Same scheduling as the SNMP/IPP devices (deterministic start offset,
-//! shared semaphore, polls never overlap, grace period at shutdown), plus
-//! jobs: after each poll the heartbeat, the status and the finished jobs
-//! after the cursor are appended to the store-and-forward [`crate::buffer`]
-//! (the forwarder signs and sends them like every other record), and only
-//! once all of those jobs are stored does the cursor move (and get written
-//! to `state_file`). A crash between storing and writing repeats those jobs
-//! on restart rather than losing them.
+//! shared semaphore, polls never overlap, grace period at shutdown) and the
+//! same `[schedule]` ([`crate::schedule`]): the status goes at the first
+//! poll, every `status_interval` and on a significant change, and — since
+//! it carries the printer's cumulative usage (agent used and hours per
+//! printhead) — also on the counter schedule: every `counters_interval` or
+//! after `counters_after_jobs` finished jobs; a device heartbeat goes when
+//! the printer answers again after silence (`on_change`), and its liveness
+//! travels in the connector heartbeat. Jobs go as they finish: after each
+//! poll the finished jobs after the cursor are appended to the
+//! store-and-forward [`crate::buffer`] with whatever the schedule sends (the
+//! forwarder signs and sends them like every other record), and only once
+//! all of those jobs are stored does the cursor move (and get written to
+//! `state_file`). A crash between storing and writing repeats those jobs on
+//! restart rather than losing them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse_core::Shutdown;
@@ -21,8 +28,9 @@ use serde::{Deserialize, Serialize};
 use super::{map, poll_3d, url_of, Https3dClient, Https3dError, Https3dOptions, Snapshot3d};
 use crate::buffer::Class;
 use crate::config::DeviceConfig;
-use crate::poller::{Shared, StoreError};
+use crate::poller::{PlanState, PollRecords, Shared, StoreError};
 use crate::privacy;
+use crate::schedule::Decision;
 
 /// What `state_file` holds.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,30 +194,42 @@ struct Stored {
     last_job: Option<String>,
 }
 
-/// Encode a poll's heartbeat, status and due jobs under one batch id and
-/// append them to the buffer in one go (one fsync). The cursor may move
-/// only when every job was stored: were one rejected (a buffer full of
-/// never-evicted records), all of this poll's jobs are offered again next
-/// poll — some may then be sent twice, none is lost.
+/// Encode what the schedule sends of a poll (heartbeat, status) and every
+/// finished job due, under one batch id, and append them to the buffer in
+/// one go (one fsync). The cursor may move only when every job was stored:
+/// were one rejected (a buffer full of never-evicted records), all of this
+/// poll's jobs are offered again next poll — some may then be sent twice,
+/// none is lost.
 async fn store_poll(
     shared: &Shared,
     s: &Snapshot3d,
-    last: Option<&str>,
+    records: &PollRecords,
+    decision: &Decision,
+    due: &[&super::Job3d],
 ) -> Result<Stored, StoreError> {
     let o = &shared.origin;
     let kafka = &shared.kafka;
     let policy = &shared.privacy;
     let batch = uuid::Uuid::now_v7().to_string();
-    let mut records = vec![
-        privacy::stored(kafka, policy, &map::heartbeat(o, s), &batch)?,
-        privacy::stored(kafka, policy, &map::status(o, s), &batch)?,
-    ];
-    let due = map::jobs_to_emit(&s.jobs, last);
-    for j in &due {
-        let record = map::job_record(o, &s.device.device_id, s.polled_at, j);
-        records.push(privacy::stored(kafka, policy, &record, &batch)?);
+    let mut out = Vec::new();
+    if decision.heartbeat {
+        out.push(privacy::stored(kafka, policy, &records.heartbeat, &batch)?);
     }
-    let outcome = crate::poller::store(&shared.buffer, records).await?;
+    if decision.status {
+        out.push(privacy::stored(kafka, policy, &records.status, &batch)?);
+    }
+    for j in due {
+        let record = map::job_record(o, &s.device.device_id, s.polled_at, j);
+        out.push(privacy::stored(kafka, policy, &record, &batch)?);
+    }
+    if out.is_empty() {
+        return Ok(Stored {
+            records: 0,
+            jobs: 0,
+            last_job: None,
+        });
+    }
+    let outcome = crate::poller::store(&shared.buffer, out).await?;
     let jobs_rejected = outcome
         .rejected
         .iter()
@@ -224,11 +244,61 @@ async fn store_poll(
     })
 }
 
+/// What the schedule sends of one answered poll ([`DevicePlan::on_poll_3d`]):
+/// `due` finished jobs count towards `schedule.counters_after_jobs`.
+fn decide(
+    shared: &Shared,
+    plan: &Mutex<PlanState>,
+    address: &str,
+    s: &Snapshot3d,
+    due: usize,
+) -> (PollRecords, Decision) {
+    let o = &shared.origin;
+    let id = &s.device.device_id;
+    let mut records = PollRecords {
+        heartbeat: map::heartbeat(o, s),
+        status: map::status(o, s),
+        counters: None,
+        alerts: Vec::new(),
+    };
+    let mut ps = plan.lock().unwrap_or_else(|p| p.into_inner());
+    if ps.device_id.as_deref() != Some(id.as_str()) {
+        // Another device answers at this address: a fresh plan.
+        if let Some(old) = ps.device_id.take() {
+            shared.forget_liveness(&old);
+        }
+        ps.plan = shared.new_plan();
+        ps.device_id = Some(id.clone());
+    }
+    let mut store = shared.counters.lock().unwrap_or_else(|p| p.into_inner());
+    let counters = store.device(id);
+    let observed = counters.observe(address, None, &[], u64::try_from(due).unwrap_or(u64::MAX));
+    let d = ps.plan.on_poll_3d(
+        &shared.schedule,
+        tokio::time::Instant::now(),
+        &mut records,
+        observed,
+    );
+    if d.counters {
+        // The status about to be stored reports the usage: count jobs anew.
+        counters.mark_sent(&mut []);
+    }
+    (records, d)
+}
+
+fn scheduled(address: &str, d: &Decision) {
+    if let Some(reason) = d.status_reason {
+        tracing::debug!(address, reason, "3D printer status due");
+        metrics::counter!("fleetpulse_edge_status_sent_total", "reason" => reason).increment(1);
+    }
+}
+
 /// Poll one `https3d` device forever (until shutdown).
 pub(crate) async fn device_task(
     device: DeviceConfig,
     reachable: Arc<AtomicBool>,
     progress: crate::watchdog::Progress,
+    plan: Arc<Mutex<PlanState>>,
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) {
@@ -279,8 +349,12 @@ pub(crate) async fn device_task(
             Ok(snap) => {
                 reachable.store(true, Ordering::Relaxed);
                 let id = &snap.device.device_id;
+                shared.set_liveness(id, true, snap.polled_at);
                 let last = rt.last_published(id).await;
-                match store_poll(&shared, &snap, last.as_deref()).await {
+                let due = map::jobs_to_emit(&snap.jobs, last.as_deref());
+                let (records, decision) = decide(&shared, &plan, &device.address, &snap, due.len());
+                scheduled(&device.address, &decision);
+                match store_poll(&shared, &snap, &records, &decision, &due).await {
                     Ok(out) => {
                         if let Some(job) = &out.last_job {
                             rt.advance(id, job).await;
@@ -298,6 +372,13 @@ pub(crate) async fn device_task(
             }
             Err(e) => {
                 reachable.store(false, Ordering::Relaxed);
+                {
+                    let mut ps = plan.lock().unwrap_or_else(|p| p.into_inner());
+                    ps.plan.unanswered();
+                    if let Some(id) = &ps.device_id {
+                        shared.set_liveness(id, false, 0);
+                    }
+                }
                 poll_failed(&device.address, &e);
             }
         }

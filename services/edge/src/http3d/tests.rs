@@ -728,6 +728,7 @@ async fn run_publishes_3d_jobs_and_status_once() {
         devices: vec![device],
         poll_interval: Duration::from_secs(1),
         heartbeat_interval: Duration::from_secs(60),
+        schedule: crate::ScheduleConfig::every_poll(),
         https3d: Https3dOptions {
             state_file: Some(state_file.clone()),
             ..opts()
@@ -885,6 +886,7 @@ async fn broker_down_keeps_3d_records_in_the_buffer() {
         devices: vec![device],
         poll_interval: Duration::from_secs(1),
         heartbeat_interval: Duration::from_secs(60),
+        schedule: crate::ScheduleConfig::every_poll(),
         https3d: Https3dOptions {
             state_file: Some(state_file.clone()),
             // Few jobs per poll: the backlog takes several polls, so the
@@ -966,4 +968,158 @@ async fn broker_down_keeps_3d_records_in_the_buffer() {
         "the cursor names the last job stored"
     );
     fleet.join().await;
+}
+
+/// A 3D printer follows `[schedule]` (3 h intervals, floor lowered for the
+/// test): its status goes at the first poll and then only after
+/// `counters_after_jobs` finished jobs (the status carries its cumulative
+/// usage, the counters-equivalent); job records go as jobs finish; no
+/// device heartbeat while it answers: its liveness is in the connector
+/// heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_the_schedule_for_3d_printers() {
+    use fleetpulse_core::kafka::KafkaConfig;
+    use fleetpulse_core::records::ConnectorHeartbeat;
+    use fleetpulse_core::schema::RecordType;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::ClientConfig;
+
+    // The simulated history holds 6 finished jobs.
+    const AFTER_JOBS: usize = 2;
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let kafka = KafkaConfig {
+        brokers: cluster.bootstrap_servers(),
+        topic_prefix: "e3s".into(),
+        properties: Default::default(),
+        ..Default::default()
+    };
+    for t in kafka.all_topics() {
+        cluster.create_topic(&t, 1, 1).expect("create topic");
+    }
+    let shutdown = Shutdown::new();
+    // Real-time sim: its state does not change during the test, so only
+    // finished jobs can send a status after the first one.
+    let fleet = fleetpulse_sim::start(
+        fleetpulse_sim::SimConfig {
+            printers: 0,
+            printers_3d: 1,
+            https_base_port: 0,
+            acceleration: 1.0,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("sim with a 3D printer");
+    let p = fleet.printers_3d()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut device = crate::config::DeviceConfig::new(p.addr.to_string(), "public");
+    device.protocol = crate::config::Protocol::Https3d;
+    device.url = Some(p.url.clone());
+    device.tls = Some(pin(fleet.tls_cert_sha256().unwrap()));
+    let config = crate::config::EdgeConfig {
+        tenant_id: "tenant-3d".into(),
+        connector_id: "conn-3d-sched".into(),
+        connector_secret: "a-3d-edge-test-secret-inline".into(),
+        devices: vec![device],
+        poll_interval: Duration::from_secs(1),
+        heartbeat_interval: Duration::from_secs(1),
+        schedule: crate::ScheduleConfig {
+            min_interval: Duration::from_secs(1),
+            counters_after_jobs: AFTER_JOBS as u64,
+            ..Default::default()
+        },
+        https3d: Https3dOptions {
+            // The history comes one job per poll: jobs "finish" poll by poll.
+            max_jobs_per_poll: 1,
+            ..opts()
+        },
+        kafka: kafka.clone(),
+        buffer: crate::BufferConfig {
+            dir: dir.path().join("buffer"),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let edge = tokio::spawn(crate::run(config, shutdown.clone()));
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "e3s-check")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let topics = kafka.all_topics();
+    consumer
+        .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
+        .expect("subscribe");
+    type Got = (String, Vec<u8>);
+    let mut got: Vec<Got> = Vec::new();
+    let count = |got: &[Got], t: RecordType| got.iter().filter(|g| g.0 == kafka.topic(t)).count();
+    let read = |got: &mut Vec<Got>, until: Instant, stop: &dyn Fn(&[Got]) -> bool| {
+        while Instant::now() < until && !stop(got) {
+            let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
+            if let Some(Ok(m)) = polled {
+                got.push((
+                    m.topic().to_string(),
+                    m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                ));
+            }
+        }
+    };
+    let want_jobs = 2 * AFTER_JOBS + 1;
+    read(&mut got, Instant::now() + Duration::from_secs(45), &|g| {
+        count(g, RecordType::JobRecord) >= want_jobs
+    });
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), edge).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+    // Whatever the last polls stored is delivered by now: read it too.
+    read(&mut got, Instant::now() + Duration::from_secs(3), &|_| {
+        false
+    });
+    fleet.join().await;
+
+    let jobs = count(&got, RecordType::JobRecord);
+    let statuses = count(&got, RecordType::DeviceStatus);
+    assert!(
+        jobs >= want_jobs,
+        "job records: {jobs} (the history is that long)"
+    );
+    // One job per poll: the first poll's status, then one after every
+    // AFTER_JOBS jobs, at the next slot (a poll later at most, when one more
+    // job came in).
+    let (fewest, most) = (
+        1 + (jobs - 1) / (AFTER_JOBS + 1),
+        1 + (jobs - 1) / AFTER_JOBS,
+    );
+    assert!(
+        (fewest..=most).contains(&statuses) && statuses >= 2,
+        "{statuses} statuses after {jobs} finished jobs (expected {fewest}..={most})"
+    );
+    for (topic, payload) in &got {
+        if *topic == kafka.topic(RecordType::DeviceStatus) {
+            let s: DeviceStatus = codec::decode(payload).expect("status decodes");
+            assert!(
+                !s.printheads.is_empty(),
+                "the status carries the printhead usage"
+            );
+        }
+    }
+    assert_eq!(
+        count(&got, RecordType::DeviceHeartbeat),
+        0,
+        "no device heartbeat while the printer answers"
+    );
+    let listed = got
+        .iter()
+        .filter(|g| g.0 == kafka.topic(RecordType::ConnectorHeartbeat))
+        .filter_map(|g| codec::decode::<ConnectorHeartbeat>(&g.1).ok())
+        .any(|h| {
+            h.devices
+                .iter()
+                .any(|d| d.device_id == p.serial && d.reachable)
+        });
+    assert!(listed, "the connector heartbeat lists the 3D printer alive");
 }

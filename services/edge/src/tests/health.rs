@@ -88,6 +88,8 @@ fn rig(connector: &str, devices: Vec<DeviceConfig>) -> Rig {
             ..SnmpOptions::default()
         },
         kafka: kafka.clone(),
+        // Status every poll: these tests follow devices through their statuses.
+        schedule: crate::ScheduleConfig::every_poll(),
         ..EdgeConfig::default()
     };
     Rig {
@@ -429,6 +431,77 @@ async fn reload_adds_and_removes_devices_and_rejects_fixed_keys() {
         0,
         "rejected reloads not applied"
     );
+}
+
+/// `[schedule]` changes by reload apply to the running pollers, and what
+/// each device last sent carries over (no "first" status again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_a_new_schedule_without_resending() {
+    let a = start_agent(Mode::Normal, printer_mib("SN-SA")).await;
+    let mut r = rig("conn-schedule", vec![agent_device(&a)]);
+    // The default schedule, its floor lowered for the test: one status at
+    // the first poll, the next one in 3 h.
+    let quiet = crate::ScheduleConfig {
+        min_interval: Duration::from_secs(1),
+        ..Default::default()
+    };
+    r.config.schedule = quiet.clone();
+    let (tx, rx) = watch::channel(r.config.clone());
+    let shutdown = Shutdown::new();
+    let edge = tokio::spawn(crate::run_with_reload(
+        r.config.clone(),
+        Some(rx),
+        shutdown.clone(),
+    ));
+    let mut reader = Reader::new(&r.kafka);
+    let kafka = r.kafka.clone();
+    // First status, then heartbeats listing the device alive (polled every second).
+    assert!(reader.until(Duration::from_secs(20), |g| {
+        status_count(&kafka, g, "SN-SA") == 1
+            && connector_heartbeats(&kafka, g)
+                .iter()
+                .filter(|h| {
+                    h.devices
+                        .iter()
+                        .any(|d| d.device_id == "SN-SA" && d.reachable)
+                })
+                .count()
+                >= 3
+    }));
+    assert_eq!(
+        status_count(&kafka, &reader.got, "SN-SA"),
+        1,
+        "one status on the 3 h schedule"
+    );
+
+    // Reload: status every poll. The pollers restart on it.
+    let mut every = r.config.clone();
+    every.schedule = crate::ScheduleConfig::every_poll();
+    tx.send(every).unwrap();
+    assert!(
+        reader.until(Duration::from_secs(20), |g| status_count(
+            &kafka, g, "SN-SA"
+        ) >= 4),
+        "the every-poll schedule applies after the reload"
+    );
+
+    // Reload back to the 3 h schedule: no status resent as "first", none on
+    // the old 1 s due time; statuses stop.
+    tx.send(r.config.clone()).unwrap();
+    let hb_seen = |g: &[Got], from: usize| connector_heartbeats(&kafka, &g[from..]).len();
+    let mark = reader.got.len();
+    assert!(reader.until(Duration::from_secs(20), |g| hb_seen(g, mark) >= 3));
+    let settled = status_count(&kafka, &reader.got, "SN-SA");
+    let mark = reader.got.len();
+    assert!(reader.until(Duration::from_secs(20), |g| hb_seen(g, mark) >= 4));
+    assert_eq!(
+        status_count(&kafka, &reader.got, "SN-SA"),
+        settled,
+        "no status after switching back to the 3 h schedule"
+    );
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), edge).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

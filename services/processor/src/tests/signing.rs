@@ -118,7 +118,7 @@ async fn a_replayed_sequence_number_is_dead_lettered_and_the_original_kept_once(
             "original bytes kept, sealed"
         );
         // The original headers travel along.
-        assert!(hdr.contains_key(HDR_SIG) && hdr.contains_key(HDR_SEQ));
+        assert!(hdr.contains_key(HDR_SIG));
     }
 
     // The original is in the lake once, at its own offset.
@@ -155,7 +155,7 @@ async fn signing_times_outside_the_window_and_rotated_keys_are_dead_lettered() {
         ("ok", t, t + 1_000, SECRET),
         ("stale_signature", t - 10 * min, t, SECRET),
         ("clock_skew", t + 10 * min, t, SECRET),
-        ("bad_signature", t, t, OLD_SECRET),
+        ("unknown_connector", t, t, OLD_SECRET),
         ("ok", t - 5 * min + 1_000, t, SECRET),
         ("ok", t + 5 * min - 1_000, t, SECRET),
     ];
@@ -202,10 +202,9 @@ async fn signing_times_outside_the_window_and_rotated_keys_are_dead_lettered() {
                 assert!(reason.contains(word), "{reason}");
             }
             _ => {
+                // The unknown (rotated-out) key id is named.
                 let old = SigningKey::derive(OLD_SECRET.as_bytes(), CONNECTOR);
-                let new = SigningKey::derive(SECRET.as_bytes(), CONNECTOR);
-                assert!(reason.contains(old.key_id()), "{reason}");
-                assert!(reason.contains(new.key_id()), "{reason}");
+                assert!(reason.contains(&old.key_id()), "{reason}");
             }
         }
     }
