@@ -410,6 +410,78 @@ def cmd_canary_inject(a):
     print(json.dumps({"valid": 3, "bad": 3}))
 
 
+def encode_with(raw, rec):
+    """Avro single-object encoding of `rec` with the schema `raw` (JSON)."""
+    parsed = fastavro.parse_schema(raw)
+    canonical = fastavro.schema.to_parsing_canonical_form(parsed)
+    fp = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, rec)
+    return b"\xc3\x01" + fp + buf.getvalue()
+
+
+def cmd_evolve_inject(a):
+    """Publish usage_counters and connector_heartbeat records alternately
+    encoded with their v1 schema (schemas/history) and the current one, all
+    signed, on the topics' partition 0: what a fleet with old and new edges
+    sends at once. Prints the event ids per version."""
+    secret = a.secret.encode()
+    now = int(time.time() * 1000)
+    p = Producer({"bootstrap.servers": a.brokers})
+    ids = {"v1": [], "current": []}
+    seq = int(time.time())
+    for i in range(a.n):
+        for name in ("usage_counters", "connector_heartbeat"):
+            version = "v1" if i % 2 == 0 else "current"
+            raw = (json.load(open(os.path.join(REPO, "schemas", "history", name, "v1.avsc")))
+                   if version == "v1" else raw_schema(name))
+            rec = blank(raw)
+            rec.update(event_id=str(uuid.uuid4()), tenant_id="tenant-evolve",
+                       connector_id=a.connector, device_id=f"EVOLVE-{i % 3}", observed_at=now + i)
+            if name == "usage_counters":
+                items = [f for f in raw["fields"] if f["name"] == "markers"][0]["type"]["items"]
+                marker = blank(items)
+                marker["life_count"] = 1000 + i
+                rec["markers"] = [marker]
+            payload = encode_with(raw, rec)
+            topic = f"{a.prefix}.raw.{name}"
+            key = rec["device_id"].encode()
+            seq += 1
+            p.produce(topic, key=key, value=payload, partition=0,
+                      headers=sign(secret, a.connector, topic, key, seq, now, payload))
+            ids[version].append(rec["event_id"])
+    p.flush(30)
+    print(json.dumps({"v1": len(ids["v1"]), "current": len(ids["current"])}))
+
+
+def cmd_evolve_check(a):
+    """DuckDB over the v1 fixture files and the files the processor wrote,
+    with union_by_name: both versions in one query; file counts per table."""
+    import duckdb
+    out = {}
+    for table in ("usage_counters", "connector_heartbeat"):
+        new = sorted(glob.glob(os.path.join(a.lake, f"table={table}", "**", "*.parquet"), recursive=True))
+        old = sorted(glob.glob(os.path.join(a.fixtures, table, "*.parquet")))
+        files = old + new
+        src = f"read_parquet({files!r}, union_by_name = true, hive_partitioning = false)"
+        cols = duckdb.sql(f"SELECT * FROM {src}").columns
+        rows = duckdb.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]
+        info = {"new_files": len(new), "old_files": len(old), "rows": rows, "columns": cols}
+        if table == "connector_heartbeat":
+            q = duckdb.sql(f"SELECT count(*) FILTER (WHERE devices IS NULL), count(*) FILTER (WHERE devices IS NOT NULL) "
+                           f"FROM read_parquet({files!r}, union_by_name = true, hive_partitioning = false)").fetchall()[0]
+            info["devices_null"], info["devices_set"] = q
+        else:
+            q = duckdb.sql(f"SELECT count(*) FROM (SELECT unnest(markers) AS m FROM read_parquet({files!r}, union_by_name = true, hive_partitioning = false)) "
+                           f"WHERE m.life_count IS NOT NULL").fetchall()[0]
+            info["markers"] = q[0]
+            info["marker_fields"] = duckdb.sql(f"SELECT * FROM (SELECT unnest(markers) AS m FROM read_parquet({new!r})) LIMIT 1").columns
+            sub = duckdb.sql(f"SELECT typeof(markers) FROM read_parquet({new!r}) LIMIT 1").fetchall()
+            info["markers_type"] = sub[0][0] if sub else None
+        out[table] = info
+    print(json.dumps(out))
+
+
 def cmd_grep_dlq(a):
     """Search every dead letter's key, header values and payload (raw bytes)
     for the canaries; with --open-key also open sealed payloads (positive
@@ -498,6 +570,17 @@ def main():
     ci.add_argument("--connector", required=True)
     ci.add_argument("--canaries", required=True)
     ci.set_defaults(f=cmd_canary_inject)
+    ev = sub.add_parser("evolve-inject")
+    ev.add_argument("--brokers", required=True)
+    ev.add_argument("--prefix", required=True)
+    ev.add_argument("--secret", required=True)
+    ev.add_argument("--connector", required=True)
+    ev.add_argument("--n", type=int, default=20)
+    ev.set_defaults(f=cmd_evolve_inject)
+    ec = sub.add_parser("evolve-check")
+    ec.add_argument("--lake", required=True)
+    ec.add_argument("--fixtures", required=True)
+    ec.set_defaults(f=cmd_evolve_check)
     gd = sub.add_parser("grep-dlq")
     gd.add_argument("--brokers", required=True)
     gd.add_argument("--prefix", required=True)
