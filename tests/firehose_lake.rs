@@ -128,7 +128,7 @@ fn firehose_objects_land_in_the_lake_exactly_once() {
     write(
         &d.join("edge.toml"),
         &format!(
-            "tenant_id = \"tenant-fh\"\nconnector_id = \"{CONNECTOR}\"\nconnector_secret = \"env:FLEETPULSE_CONNECTOR_SECRET\"\npoll_interval = \"1s\"\nheartbeat_interval = \"2s\"\n\n[buffer]\ndir = \"{}\"\n\n[uplink]\nkind = \"firehose\"\n\n[uplink.firehose]\nstream = \"{stream}\"\nregion = \"us-east-1\"\nendpoint_url = \"{moto}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\nrejected_dir = \"{}\"\n\n{kafka_section}{devices}",
+            "tenant_id = \"tenant-fh\"\nconnector_id = \"{CONNECTOR}\"\nconnector_secret = \"env:FLEETPULSE_CONNECTOR_SECRET\"\npoll_interval = \"1s\"\nheartbeat_interval = \"2s\"\n\n[schedule]\nmin_interval = \"1s\"\nstatus_interval = \"1s\"\ncounters_interval = \"1s\"\ndevice_heartbeats = \"every_poll\"\n\n[buffer]\ndir = \"{}\"\n\n[uplink]\nkind = \"firehose\"\n\n[uplink.firehose]\nstream = \"{stream}\"\nregion = \"us-east-1\"\nendpoint_url = \"{moto}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\nrejected_dir = \"{}\"\n\n{kafka_section}{devices}",
             d.join("edge-buffer").display(),
             d.join("edge-rejected").display(),
         ),
