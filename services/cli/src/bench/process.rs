@@ -5,7 +5,7 @@
 //! The input is built once, in memory, as the edge would publish it: records
 //! of a realistic mix of types (mostly heartbeats, usage counters and
 //! statuses) from a fleet of devices, each Avro single-object encoded and
-//! signed with the connector's key, with the six signature headers and a
+//! signed with the connector's key, with the `fps` signature header and a
 //! Kafka timestamp. No broker is in the loop on either side.
 //!
 //! A "partition" is one independent pipeline instance

@@ -83,6 +83,9 @@ fn hour_records(t0: i64, h: i64) -> Vec<(RecordType, String, Vec<u8>)> {
         let mut c = samples::usage_counters(&serial(i));
         c.tenant_id = tenant.clone();
         c.observed_at = t0 + h * HOUR + 30 * MINUTE;
+        // One marker per device: the sample's second marker (a wrap mark
+        // example) would add ledger entries with no usage.
+        c.markers.truncate(1);
         c.markers[0].life_count = 10_000 * (i as i64 + 1) + 100 * h;
         out.push(encoded(&c));
         if h % 6 == 0 {
