@@ -348,39 +348,76 @@ fn http_client() -> SharedHttpClient {
     })
 }
 
+/// How to reach an S3 endpoint: shared by the lake's store and the Firehose
+/// source, so both use the same HTTP stack and credential rules.
+pub(crate) struct S3Connection<'a> {
+    /// AWS region (default chain when absent).
+    pub(crate) region: Option<&'a str>,
+    /// Endpoint override.
+    pub(crate) endpoint_url: Option<&'a str>,
+    /// Path-style addressing.
+    pub(crate) force_path_style: bool,
+    /// Static credentials as secret specs (both or neither).
+    pub(crate) access_key_id: Option<&'a str>,
+    /// See `access_key_id`.
+    pub(crate) secret_access_key: Option<&'a str>,
+    /// Config table the keys are named under in errors (`lake.s3`, `firehose`).
+    pub(crate) section: &'a str,
+    /// Time limit of one operation, SDK retries included.
+    pub(crate) operation_timeout: Option<Duration>,
+}
+
+/// An S3 client for `c` (no network call yet). Static credentials are read
+/// now; otherwise the default chain (env, profile, web identity, IMDS).
+pub(crate) async fn s3_client(c: &S3Connection<'_>) -> Result<aws_sdk_s3::Client, ConfigError> {
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client());
+    if let Some(t) = c.operation_timeout {
+        loader = loader.timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(t)
+                .connect_timeout(Duration::from_secs(10))
+                .build(),
+        );
+    }
+    if let Some(r) = c.region {
+        loader = loader.region(aws_config::Region::new(r.to_string()));
+    }
+    if let Some(u) = c.endpoint_url {
+        loader = loader.endpoint_url(u);
+    }
+    if let (Some(a), Some(s)) = (c.access_key_id, c.secret_access_key) {
+        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            read_secret(&format!("{}.access_key_id", c.section), a)?,
+            read_secret(&format!("{}.secret_access_key", c.section), s)?,
+            None,
+            None,
+            "fleetpulse-config",
+        ));
+    }
+    let sdk = loader.load().await;
+    let s3 = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(c.force_path_style)
+        .build();
+    Ok(aws_sdk_s3::Client::from_conf(s3))
+}
+
 impl S3Store {
     /// Build the client (no network call yet). Static credentials are read
     /// now; otherwise the default chain (env, profile, web identity, IMDS).
     pub async fn new(config: &S3Config) -> Result<S3Store, ConfigError> {
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .operation_timeout(config.request_timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .build();
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http_client())
-            .timeout_config(timeouts);
-        if let Some(r) = &config.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
-        }
-        if let Some(u) = &config.endpoint_url {
-            loader = loader.endpoint_url(u);
-        }
-        if let (Some(a), Some(s)) = (&config.access_key_id, &config.secret_access_key) {
-            let creds = aws_sdk_s3::config::Credentials::new(
-                read_secret("lake.s3.access_key_id", a)?,
-                read_secret("lake.s3.secret_access_key", s)?,
-                None,
-                None,
-                "fleetpulse-config",
-            );
-            loader = loader.credentials_provider(creds);
-        }
-        let sdk = loader.load().await;
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(config.force_path_style)
-            .build();
+        let client = s3_client(&S3Connection {
+            region: config.region.as_deref(),
+            endpoint_url: config.endpoint_url.as_deref(),
+            force_path_style: config.force_path_style,
+            access_key_id: config.access_key_id.as_deref(),
+            secret_access_key: config.secret_access_key.as_deref(),
+            section: "lake.s3",
+            operation_timeout: Some(config.request_timeout),
+        })
+        .await?;
         Ok(S3Store {
-            client: aws_sdk_s3::Client::from_conf(s3),
+            client,
             bucket: config.bucket.clone(),
             prefix: config.prefix.trim_matches('/').to_string(),
             sse: config.sse,

@@ -34,11 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_smithy_http_client::proxy::ProxyConfig;
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-use aws_smithy_http_client::Connector;
-use aws_smithy_runtime_api::client::http::{http_client_fn, SharedHttpClient, SharedHttpConnector};
-use fleetpulse_core::config::{read_secret, ConfigError};
+use fleetpulse_core::config::ConfigError;
 use fleetpulse_core::envelope::Envelope;
 use fleetpulse_core::kafka::{dlq_headers, KafkaConfig};
 use fleetpulse_core::schema::RecordType;
@@ -96,40 +92,17 @@ impl FirehoseError {
     }
 }
 
-/// The S3 client: hyper 1 with rustls (ring), proxies from the environment.
-fn http_client() -> SharedHttpClient {
-    http_client_fn(|settings, components| {
-        let mut b = Connector::builder()
-            .connector_settings(settings.clone())
-            .proxy_config(ProxyConfig::from_env());
-        b.set_sleep_impl(components.sleep_impl());
-        SharedHttpConnector::new(b.tls_provider(Provider::Rustls(CryptoMode::Ring)).build())
-    })
-}
-
 async fn s3_client(config: &FirehoseSourceConfig) -> Result<aws_sdk_s3::Client, ConfigError> {
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client());
-    if let Some(r) = &config.region {
-        loader = loader.region(aws_config::Region::new(r.clone()));
-    }
-    if let Some(u) = &config.endpoint_url {
-        loader = loader.endpoint_url(u);
-    }
-    if let (Some(a), Some(s)) = (&config.access_key_id, &config.secret_access_key) {
-        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-            read_secret("firehose.access_key_id", a)?,
-            read_secret("firehose.secret_access_key", s)?,
-            None,
-            None,
-            "fleetpulse-config",
-        ));
-    }
-    let sdk = loader.load().await;
-    let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-        .force_path_style(config.path_style)
-        .build();
-    Ok(aws_sdk_s3::Client::from_conf(s3))
+    crate::store::s3_client(&crate::store::S3Connection {
+        region: config.region.as_deref(),
+        endpoint_url: config.endpoint_url.as_deref(),
+        force_path_style: config.path_style,
+        access_key_id: config.access_key_id.as_deref(),
+        secret_access_key: config.secret_access_key.as_deref(),
+        section: "firehose",
+        operation_timeout: None,
+    })
+    .await
 }
 
 /// The lake "topic" of an object: `fh-` and 16 hex digits of
