@@ -89,3 +89,67 @@ fn parses_result_lines() {
     let f = parse_result("RESULT a=1 b=NA");
     assert_eq!(f, vec![("a".into(), "1".into()), ("b".into(), "NA".into())]);
 }
+
+/// `fleetpulse bench process` runs the real `fleetpulse process` as a child
+/// on many partitions and reports its idle and peak RSS next to the stated
+/// bound: every row measured, files written, a verdict printed. (Whether
+/// the bound holds is the benchmark's figure, not asserted here.)
+#[test]
+fn process_bench_measures_the_memory_bound_of_the_real_processor() {
+    let bin = fleetpulse_bin();
+    let out = Command::new(&bin)
+        .args([
+            "bench",
+            "process",
+            "--events",
+            "3000",
+            "--no-python",
+            "--partitions",
+            "1",
+            "--encoder",
+            "columnar",
+            "--memory-partitions",
+            "8",
+            "--memory-budgets-mib",
+            "2",
+        ])
+        .output()
+        .expect("running fleetpulse bench process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines().skip_while(|l| !l.starts_with("partitions "));
+    let header = lines.next().expect("memory table header");
+    assert!(header.contains("peak RSS MiB"), "{stdout}");
+    let rows: Vec<Vec<&str>> = lines
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // One run per partition count x budget with derived tables off, one on.
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for (row, derived) in rows.iter().zip(["off", "on"]) {
+        assert_eq!(row.len(), 10, "{row:?}");
+        assert_eq!(row[0], "8", "{row:?}");
+        assert_eq!(row[3], derived, "{row:?}");
+        let files: u64 = row[5].parse().expect("files");
+        assert!(files > 0, "{row:?}");
+        for i in [6, 7, 8] {
+            let mib: f64 = row[i].parse().unwrap_or_else(|_| panic!("{row:?}"));
+            assert!(mib > 1.0, "{row:?}");
+        }
+        let (idle, peak): (f64, f64) = (row[6].parse().unwrap(), row[7].parse().unwrap());
+        assert!(peak >= idle, "{row:?}");
+    }
+    assert!(
+        stdout.contains("target: peak RSS of the lake writer within the stated memory bound"),
+        "{stdout}"
+    );
+    assert!(stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .starts_with("RESULT "));
+}

@@ -198,6 +198,18 @@ pub(crate) fn input_topics(config: &ProcessorConfig) -> Vec<String> {
         .collect()
 }
 
+/// The consumer's librdkafka defaults (each unless set in
+/// `kafka.properties`). librdkafka pre-fetches up to
+/// `queued.max.messages.kbytes` (64 MiB by default), overshot by up to one
+/// fetch response (`fetch.max.bytes`, 50 MiB by default, which with many
+/// partitions fills up with up to 1 MiB per partition), while the processor
+/// works through a few MB a second: 16 MiB each is seconds of work and keeps
+/// the process within its stated memory bound (README, Memory bound).
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("queued.max.messages.kbytes", "16384"),
+    ("fetch.max.bytes", "16777216"),
+];
+
 fn client_config(
     kafka: &KafkaConfig,
     defaults: &[(&str, &str)],
@@ -254,7 +266,7 @@ impl Pipeline {
         let revoked = Arc::new(Mutex::new(Vec::new()));
         let consumer: StreamConsumer<Ctx> = client_config(
             &config.kafka,
-            &[],
+            CONSUMER_DEFAULTS,
             &[
                 ("group.id", config.group_id.as_str()),
                 // Offsets are committed by hand, only past durable outcomes.

@@ -69,6 +69,7 @@ pub mod verify;
 mod tests;
 
 pub use config::{LakeConfig, ProcessorConfig, S3Config, Sse, StoreKind};
+pub use consumer::CONSUMER_DEFAULTS;
 pub use lake::{LakeError, LakeWriter, PartitionDir, Segment};
 pub use privacy::{TransformError, Transformer};
 pub use replay::SeqWindow;

@@ -1,6 +1,7 @@
 //! `fleetpulse bench edge`: how fast, how small and how quiet the edge is;
 //! `fleetpulse bench process`: how fast the processor turns records into
-//! Parquet ([`process`]).
+//! Parquet ([`process`]), and whether the real `fleetpulse process` stays
+//! within its stated memory bound with many partitions ([`memory`]).
 //!
 //! Three measurements, each against the simulated fleet and each counted
 //! outside the code under test:
@@ -22,6 +23,7 @@
 
 mod kafka_relay;
 mod lan;
+mod memory;
 mod process;
 mod procfs;
 mod throughput;
@@ -80,6 +82,18 @@ pub(crate) struct EdgeArgs {
     /// extrapolated to the whole cycle [default: 1; quick: 20 s worth].
     #[arg(long)]
     wan_fraction: Option<f64>,
+    /// A librdkafka property for the WAN run's edges, `KEY=VALUE`, as in
+    /// `kafka.properties` (repeatable); to measure a setting before
+    /// deploying it.
+    #[arg(long = "wan-kafka-property", value_parser = parse_property)]
+    wan_kafka_properties: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 /// Run `fleetpulse bench …`.
@@ -304,7 +318,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     }
 
     // --- WAN bytes ----------------------------------------------------------
-    let wan = wan::measure(args.wan_speedup, wan_fraction).await?;
+    let wan = wan::measure(args.wan_speedup, wan_fraction, &args.wan_kafka_properties).await?;
     println!();
     println!(
         "== WAN bytes: {} printers, one 3 h cycle, edge default schedule compressed {}x \
@@ -346,6 +360,14 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
             format!("{v} ms")
         }
     };
+    if !args.wan_kafka_properties.is_empty() {
+        let set: Vec<String> = args
+            .wan_kafka_properties
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("kafka.properties set for this run: {}", set.join(", "));
+    }
     println!(
         "librdkafka (edge producer defaults): linger.ms = 1000 (not scaled), \
          topic.metadata.refresh.interval.ms = {}, metadata.max.age.ms (compressed) = {}; \
@@ -408,8 +430,9 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         num(wan.per_cycle(all.total()) as f64)
     );
     println!(
-        "{:<22} {:>14} {:>14} {:>16} {:>16}",
+        "{:<22} {:>9} {:>14} {:>14} {:>16} {:>16}",
         "Kafka API (per 3 h)",
+        "requests",
         "compressed up",
         "compressed down",
         "uncompressed up",
@@ -428,8 +451,9 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
             .copied()
             .unwrap_or_default();
         println!(
-            "{:<22} {:>14} {:>14} {:>16} {:>16}",
+            "{:<22} {:>9} {:>14} {:>14} {:>16} {:>16}",
             kafka_relay::api_name(api),
+            num(wan.per_cycle(z.requests) as f64),
             num(wan.per_cycle(z.up) as f64),
             num(wan.per_cycle(z.down) as f64),
             num(wan.per_cycle(n.up) as f64),
@@ -439,8 +463,14 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     let z_total = wan.wan_bytes();
     let n_total = wan.per_cycle(wan.uncompressed.up() + wan.uncompressed.down());
     println!(
-        "{:<22} {:>14} {:>14} {:>16} {:>16}",
+        "{:<22} {:>9} {:>14} {:>14} {:>16} {:>16}",
         "total",
+        num(wan
+            .compressed
+            .by_api
+            .values()
+            .map(|a| wan.per_cycle(a.requests))
+            .sum::<u64>() as f64),
         num(wan.per_cycle(wan.compressed.up()) as f64),
         num(wan.per_cycle(wan.compressed.down()) as f64),
         num(wan.per_cycle(wan.uncompressed.up()) as f64),

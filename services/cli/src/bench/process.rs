@@ -36,12 +36,12 @@ use fleetpulse_processor::{Transformer, Verifier};
 use super::procfs;
 
 /// Connector of the generated records (the samples' `connector_id`).
-const CONNECTOR: &str = "conn-1";
+pub(super) const CONNECTOR: &str = "conn-1";
 /// Its signing secret (benchmark only).
-const SECRET: &[u8] = b"bench-connector-secret-0001";
+pub(super) const SECRET: &[u8] = b"bench-connector-secret-0001";
 /// Pseudonym key (benchmark only) and its id.
-const PSEUDONYM_KEY: &[u8] = b"bench-pseudonym-key-0123456789";
-const PSEUDONYM_KEY_ID: &str = "bench-v1";
+pub(super) const PSEUDONYM_KEY: &[u8] = b"bench-pseudonym-key-0123456789";
+pub(super) const PSEUDONYM_KEY_ID: &str = "bench-v1";
 /// Devices in the simulated fleet.
 const DEVICES: usize = 5_000;
 /// Record mix per 100 records, as the edge publishes them: a heartbeat per
@@ -92,6 +92,17 @@ pub(crate) struct ProcessArgs {
     /// Skip the Python baseline.
     #[arg(long)]
     pub(crate) no_python: bool,
+    /// Partition counts of the memory-bound runs (the real `fleetpulse
+    /// process` as a child process) [default: 16,512; quick: 64].
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) memory_partitions: Option<Vec<i32>>,
+    /// `lake.buffer_budget_bytes` of the memory-bound runs, in MiB
+    /// [default: 32,128; quick: 4].
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) memory_budgets_mib: Option<Vec<u64>>,
+    /// Skip the memory-bound runs.
+    #[arg(long)]
+    pub(crate) no_memory: bool,
 }
 
 impl ProcessArgs {
@@ -114,12 +125,12 @@ impl ProcessArgs {
 }
 
 /// One pre-encoded message.
-struct Input {
-    topic: String,
-    key: Vec<u8>,
-    payload: Vec<u8>,
-    headers: Vec<(String, Vec<u8>)>,
-    timestamp_ms: i64,
+pub(super) struct Input {
+    pub(super) topic: String,
+    pub(super) key: Vec<u8>,
+    pub(super) payload: Vec<u8>,
+    pub(super) headers: Vec<(String, Vec<u8>)>,
+    pub(super) timestamp_ms: i64,
 }
 
 /// Deterministic pseudo-random numbers (xorshift64*).
@@ -787,6 +798,30 @@ pub(crate) fn run(args: &ProcessArgs, out: &mut dyn std::io::Write) -> anyhow::R
         Err(why) => writeln!(out, "== Python baseline not run: {why}; python_ratio=nan")?,
     }
 
+    // --- memory bound -----------------------------------------------------
+    let memory = if args.no_memory {
+        writeln!(out)?;
+        writeln!(out, "== Memory bound not run (--no-memory)")?;
+        Vec::new()
+    } else {
+        let partitions = args.memory_partitions.clone().unwrap_or(if args.quick {
+            vec![64]
+        } else {
+            vec![16, 512]
+        });
+        let budgets = args.memory_budgets_mib.clone().unwrap_or(if args.quick {
+            vec![4]
+        } else {
+            vec![32, 128]
+        });
+        anyhow::ensure!(
+            partitions.iter().all(|p| *p > 0) && budgets.iter().all(|b| *b > 0),
+            "--memory-partitions and --memory-budgets-mib need positive values"
+        );
+        let budgets: Vec<u64> = budgets.iter().map(|b| b << 20).collect();
+        super::memory::run(&input, &partitions, &budgets, out)?
+    };
+
     // --- verdict and RESULT -----------------------------------------------
     let per_core = main_runs
         .iter()
@@ -821,6 +856,18 @@ pub(crate) fn run(args: &ProcessArgs, out: &mut dyn std::io::Write) -> anyhow::R
             super::pass(ratio >= TARGET_RATIO)
         }
     )?;
+    if !memory.is_empty() {
+        writeln!(
+            out,
+            "target: peak RSS of the lake writer within the stated memory bound whatever the partition count -> {}",
+            super::pass(
+                memory
+                    .iter()
+                    .filter(|r| !r.derived)
+                    .all(super::memory::MemoryRun::within)
+            )
+        )?;
+    }
     writeln!(
         out,
         "RESULT events_per_sec_per_core={} mb_per_sec_per_core={:.1} python_ratio={} peak_rss_mb={:.1}",
@@ -859,6 +906,11 @@ mod tests {
             out_dir: Some(dir.path().to_path_buf()),
             python: "python3".into(),
             no_python: false,
+            // The memory runs start this binary as `fleetpulse process`;
+            // under `cargo test` it is the test harness.
+            memory_partitions: None,
+            memory_budgets_mib: None,
+            no_memory: true,
         };
         let mut out = Vec::new();
         let summary = run(&args, &mut out).unwrap();
