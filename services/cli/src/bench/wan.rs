@@ -258,13 +258,23 @@ fn read_back(bootstrap: &str, kafka: &KafkaConfig) -> anyhow::Result<BTreeMap<St
 }
 
 /// Run the compressed cycle: `fraction` of 3 h / `speedup` of wall time.
-pub(crate) async fn measure(speedup: f64, fraction: f64) -> anyhow::Result<WanResult> {
+/// `properties` are set in the edge's `kafka.properties` first, as an
+/// operator would (the metadata timers among them are compressed too).
+pub(crate) async fn measure(
+    speedup: f64,
+    fraction: f64,
+    properties: &[(String, String)],
+) -> anyhow::Result<WanResult> {
     anyhow::ensure!(speedup >= 1.0, "the WAN speed-up must be at least 1");
     anyhow::ensure!(
         fraction > 0.0 && fraction <= 1.0,
         "the WAN fraction must be within (0, 1]"
     );
-    let (base, scaled) = scale_schedule(&EdgeConfig::default(), speedup)?;
+    let mut defaults = EdgeConfig::default();
+    for (k, v) in properties {
+        defaults.kafka.properties.insert(k.clone(), v.clone());
+    }
+    let (base, scaled) = scale_schedule(&defaults, speedup)?;
     // The edge's value of a librdkafka timer (its properties, else its
     // producer defaults, else librdkafka's), compressed like the schedule;
     // a negative value (disabled) stays as it is.
