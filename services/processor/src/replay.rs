@@ -166,6 +166,38 @@ pub struct SeqWindow {
     retention_ms: i64,
     connectors: HashMap<String, Connector>,
     topics: BTreeSet<Arc<str>>,
+    /// Length and modification time of each state file as this process
+    /// last wrote it: while a file still has both, no other processor has
+    /// written it since, and [`SeqWindow::save`] need not read it back.
+    written: HashMap<PathBuf, FileStamp>,
+}
+
+/// A state file's length and modification time.
+type FileStamp = (u64, std::time::SystemTime);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// [`Saved`] written straight from the memory, without a copy of it.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    connector: &'a str,
+    newest: i64,
+    entries: EntriesRef<'a>,
+}
+
+struct EntriesRef<'a>(&'a BTreeMap<u64, Entry>);
+
+impl Serialize for EntriesRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .iter()
+                .map(|(seq, e)| (*seq, e.ts, &*e.pos.topic, e.pos.partition, e.pos.offset)),
+        )
+    }
 }
 
 /// Saved form of one connector's memory.
@@ -194,6 +226,7 @@ impl SeqWindow {
             retention_ms: w.saturating_mul(2),
             connectors: HashMap::new(),
             topics: BTreeSet::new(),
+            written: HashMap::new(),
         }
     }
 
@@ -345,31 +378,26 @@ impl SeqWindow {
         for id in dirty {
             let path = dir.join(format!("seq-{}.json", file_part(&id)));
             // Another processor of the group may have saved its partitions'
-            // entries in the same file: keep them.
-            if let Ok(on_disk) = read_saved(&path) {
-                if on_disk.connector == id {
-                    self.merge(on_disk);
+            // entries in the same file: keep them (unless the file is still
+            // the one this process wrote last: then it holds nothing new).
+            let ours = self
+                .written
+                .get(&path)
+                .is_some_and(|w| stamp(&path).as_ref() == Some(w));
+            if !ours {
+                if let Ok(on_disk) = read_saved(&path) {
+                    if on_disk.connector == id {
+                        self.merge(on_disk);
+                    }
                 }
             }
             let Some(c) = self.connectors.get_mut(&id) else {
                 continue;
             };
-            let saved = Saved {
-                connector: id.clone(),
+            let saved = SavedRef {
+                connector: &id,
                 newest: c.newest,
-                entries: c
-                    .by_seq
-                    .iter()
-                    .map(|(seq, e)| {
-                        (
-                            *seq,
-                            e.ts,
-                            e.pos.topic.to_string(),
-                            e.pos.partition,
-                            e.pos.offset,
-                        )
-                    })
-                    .collect(),
+                entries: EntriesRef(&c.by_seq),
             };
             static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
             let tmp = path.with_extension(format!(
@@ -377,14 +405,9 @@ impl SeqWindow {
                 std::process::id(),
                 TMP_SEQ.fetch_add(1, Ordering::Relaxed)
             ));
-            let bytes = serde_json::to_vec(&saved).map_err(|e| StateError {
-                op: "encode",
-                path: path.clone(),
-                source: io::Error::other(e),
-            })?;
             // Data on disk before the rename, the rename on disk after it: a
             // crash leaves the old file or the new one, never an empty one.
-            write_synced(&tmp, &bytes)
+            write_json_synced(&tmp, &saved)
                 .and_then(|()| std::fs::rename(&tmp, &path))
                 .and_then(|()| sync_parent(&path))
                 .map_err(|source| {
@@ -395,6 +418,9 @@ impl SeqWindow {
                         source,
                     }
                 })?;
+            if let Some(st) = stamp(&path) {
+                self.written.insert(path.clone(), st);
+            }
             c.dirty = false;
             written += 1;
         }
@@ -438,12 +464,14 @@ fn memory_capped(connector: &str, dropped: usize) {
     metrics::counter!("fleetpulse_processor_seq_memory_evictions_total").increment(dropped as u64);
 }
 
-/// Write `bytes` to a new file at `path` and fsync it.
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+/// Write `value` as JSON to a new file at `path` (streamed, no copy in
+/// memory) and fsync it.
+fn write_json_synced<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut w = io::BufWriter::with_capacity(1 << 16, file);
+    serde_json::to_writer(&mut w, value).map_err(io::Error::other)?;
+    let file = w.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.sync_all()
 }
 
 /// fsync the directory holding `path`, so a rename into it is durable.
@@ -525,10 +553,17 @@ mod tests {
         let mut b = window();
         b.observe("conn/1", 3, T, T, ("t", 1, 1));
         assert_eq!(b.save(dir.path()).unwrap(), 1);
+        // The first processor saves again: the file is no longer the one it
+        // wrote, so it reads it back and keeps the other's entry.
+        a.observe("conn/1", 4, T, T, ("t", 0, 3));
+        assert_eq!(a.save(dir.path()).unwrap(), 1);
+        // And once more with nobody else writing: nothing lost either.
+        a.observe("conn/1", 5, T, T, ("t", 0, 4));
+        assert_eq!(a.save(dir.path()).unwrap(), 1);
 
         let mut c = window();
         assert!(c.load(dir.path()).is_empty());
-        assert_eq!(c.len(), 3);
+        assert_eq!(c.len(), 5);
         assert_eq!(c.observe("conn/1", 1, T, T, ("t", 0, 1)), Seen::Again);
         assert!(matches!(
             c.observe("conn/1", 2, T, T, ("t", 1, 9)),
@@ -542,7 +577,7 @@ mod tests {
         std::fs::write(dir.path().join(STATE_DIR).join("seq-bad.json"), b"{").unwrap();
         let mut d = window();
         assert_eq!(d.load(dir.path()).len(), 1);
-        assert_eq!(d.len(), 3);
+        assert_eq!(d.len(), 5);
         let names: Vec<String> = std::fs::read_dir(dir.path().join(STATE_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
